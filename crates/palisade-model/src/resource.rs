@@ -1,0 +1,358 @@
+//! The resource types a user writes: tenants, endpoints, policies and tiers,
+//! as they are after parsing and validation (see `load` for how text becomes
+//! these). Every other crate consumes these types; they hold no positions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::selector::Selector;
+
+/// Labels of an endpoint: key → value, ordered so that equal sets compare equal.
+pub type Labels = BTreeMap<String, String>;
+
+/// The `apiVersion` of native resources.
+pub const API_VERSION: &str = "palisade.dev/v1";
+
+/// Label key that carries an endpoint's namespace (reserved prefix `palisade.dev/`).
+pub const NAMESPACE_LABEL: &str = "palisade.dev/namespace";
+/// Prefix under which a Kubernetes namespace's labels are copied onto its endpoints.
+pub const NAMESPACE_LABELS_PREFIX: &str = "nslabel.palisade.dev/";
+/// Label prefixes users may not set themselves: the system derives them.
+pub const RESERVED_LABEL_PREFIXES: [&str; 2] = ["palisade.dev/", NAMESPACE_LABELS_PREFIX];
+
+/// Name of the tier a policy lands in when it names none.
+pub const DEFAULT_TIER: &str = "default";
+/// Order of the `default` tier unless a Tier resource named `default` says otherwise.
+pub const DEFAULT_TIER_ORDER: i64 = 1_000_000;
+
+/// One validated resource of any kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Resource {
+    Tenant(Tenant),
+    Endpoint(Endpoint),
+    Policy(Policy),
+    Tier(Tier),
+}
+
+/// The kinds of native resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Tenant,
+    Endpoint,
+    Policy,
+    Tier,
+}
+
+impl Kind {
+    /// All kinds, in the order they are applied (referenced before referencing).
+    pub const ALL: [Kind; 4] = [Kind::Tenant, Kind::Tier, Kind::Endpoint, Kind::Policy];
+
+    /// The name as written in `kind:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "Tenant",
+            Kind::Endpoint => "Endpoint",
+            Kind::Policy => "Policy",
+            Kind::Tier => "Tier",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a tenant is zero trust or follows Kubernetes isolation rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantDefault {
+    /// Nothing flows unless a policy allows it.
+    #[default]
+    Deny,
+    /// An endpoint is isolated in a direction only once a policy of that direction selects it.
+    Kubernetes,
+}
+
+/// An isolated virtual network with its own address space and VNI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    pub default_action: TenantDefault,
+    /// VXLAN network identifier (24 bits). Filled in by `Intent` when absent in the input.
+    pub vni: Option<u32>,
+    /// Address ranges of the tenant's endpoints; empty means "any".
+    pub cidrs: Vec<IpNet>,
+}
+
+/// A port a lab responder serves in an endpoint, e.g. `tcp/80`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServePort {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+impl fmt::Display for ServePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.protocol.as_str().to_ascii_lowercase(), self.port)
+    }
+}
+
+/// A workload's port: where it runs, what it is called, which labels it carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub tenant: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The user's labels plus the derived ones (namespace, namespace labels).
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    /// The workload's MAC address; the lab derives one when absent.
+    pub mac: Option<[u8; 6]>,
+    pub node: String,
+    /// Host-side interface name; the lab derives one when absent.
+    pub interface: Option<String>,
+    /// Ports the lab's responder serves inside this endpoint (`spec.lab.serve`).
+    pub serve: Vec<ServePort>,
+}
+
+impl Endpoint {
+    /// `namespace/name` or `name`: the endpoint's name inside its tenant.
+    pub fn qualified_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// `tenant:namespace/name`: unique across the whole intent.
+    pub fn full_ref(&self) -> String {
+        format!("{}:{}", self.tenant, self.qualified_name())
+    }
+}
+
+/// Whether a policy's verdicts are enforced or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Evaluated and reported ("audit: would deny"), never changes the enforced verdict.
+    Audit,
+}
+
+/// The side of a flow a rule speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Traffic arriving at the selected endpoint.
+    Ingress,
+    /// Traffic leaving the selected endpoint.
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+    /// Record the flow and go on to the next rule.
+    Log,
+    /// Skip the rest of this tier.
+    Pass,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Log => "log",
+            Action::Pass => "pass",
+        }
+    }
+}
+
+/// Transport protocols a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+    Icmp,
+    #[serde(rename = "ICMPv6")]
+    Icmpv6,
+}
+
+impl Protocol {
+    /// All protocols, in IP protocol number order.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Icmp,
+        Protocol::Tcp,
+        Protocol::Udp,
+        Protocol::Icmpv6,
+        Protocol::Sctp,
+    ];
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Icmp => 1,
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Icmpv6 => 58,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    /// The protocol for an IP protocol number, if it is one palisade names.
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.number() == n)
+    }
+
+    /// Whether flows of this protocol have ports (else ICMP type/code).
+    pub fn has_ports(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp | Protocol::Sctp)
+    }
+
+    /// Name as written in policies: `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+            Protocol::Icmp => "ICMP",
+            Protocol::Icmpv6 => "ICMPv6",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A port (or ICMP type/code) match of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PortMatch {
+    /// Ports `port..=end_port` of a protocol with ports; `None` = every port.
+    Ports {
+        protocol: Protocol,
+        port: Option<u16>,
+        end_port: Option<u16>,
+    },
+    /// ICMP or ICMPv6, optionally one type, optionally one code of that type.
+    Icmp {
+        protocol: Protocol,
+        icmp_type: Option<u8>,
+        icmp_code: Option<u8>,
+    },
+}
+
+impl PortMatch {
+    pub fn protocol(&self) -> Protocol {
+        match *self {
+            PortMatch::Ports { protocol, .. } | PortMatch::Icmp { protocol, .. } => protocol,
+        }
+    }
+}
+
+/// Named sets of peers that are not endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entity {
+    /// Every address that is not an endpoint of the tenant and not the host.
+    World,
+    /// The node the endpoint runs on.
+    Host,
+    /// Any peer at all.
+    All,
+}
+
+/// One peer of a rule: who is on the other side of the flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Peer {
+    /// Endpoints of the same tenant whose labels match.
+    Selector(Selector),
+    /// Addresses outside the tenant's endpoints inside `cidr` and outside every `except`.
+    Cidr { cidr: IpNet, except: Vec<IpNet> },
+    Entity(Entity),
+}
+
+/// One rule of a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub action: Action,
+    /// `from` (ingress) or `to` (egress); `None` = any peer.
+    pub peers: Option<Vec<Peer>>,
+    /// `None` = any protocol and port.
+    pub ports: Option<Vec<PortMatch>>,
+}
+
+/// A set of rules protecting the endpoints its selector picks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub tenant: String,
+    pub name: String,
+    /// The tier's name; `default` when the input names none.
+    pub tier: String,
+    /// Position inside the tier; `None` sorts after every number.
+    pub order: Option<i64>,
+    pub selector: Selector,
+    pub mode: Mode,
+    /// `None` when the policy has no `ingress` key (and `types` does not name it).
+    pub ingress: Option<Vec<Rule>>,
+    /// `None` when the policy has no `egress` key (and `types` does not name it).
+    pub egress: Option<Vec<Rule>>,
+}
+
+impl Policy {
+    /// The rules of one direction, or `None` when the policy does not cover it.
+    pub fn rules(&self, direction: Direction) -> Option<&[Rule]> {
+        match direction {
+            Direction::Ingress => self.ingress.as_deref(),
+            Direction::Egress => self.egress.as_deref(),
+        }
+    }
+}
+
+/// What a tier does when a policy of it selected an endpoint and no rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierDefault {
+    #[default]
+    Deny,
+    Pass,
+}
+
+/// An ordered layer of policies (cluster-wide, not per tenant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tier {
+    pub name: String,
+    pub order: i64,
+    pub default_action: TierDefault,
+}
