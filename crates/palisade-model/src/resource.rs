@@ -33,18 +33,26 @@ pub const DEFAULT_TIER_ORDER: i64 = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum Resource {
+    /// A tenant (`kind: Tenant`).
     Tenant(Tenant),
+    /// An endpoint (`kind: Endpoint`, or an imported Pod).
     Endpoint(Endpoint),
+    /// A policy (`kind: Policy`, or an imported NetworkPolicy).
     Policy(Policy),
+    /// A tier (`kind: Tier`).
     Tier(Tier),
 }
 
 /// The kinds of native resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
+    /// `kind: Tenant`.
     Tenant,
+    /// `kind: Endpoint`.
     Endpoint,
+    /// `kind: Policy`.
     Policy,
+    /// `kind: Tier`.
     Tier,
 }
 
@@ -83,7 +91,9 @@ pub enum TenantDefault {
 /// An isolated virtual network with its own address space and VNI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
+    /// Unique name (`metadata.name`).
     pub name: String,
+    /// What happens when no policy decides (`spec.defaultAction`).
     pub default_action: TenantDefault,
     /// VXLAN network identifier (24 bits). Filled in by `Intent` when absent in the input.
     pub vni: Option<u32>,
@@ -94,27 +104,39 @@ pub struct Tenant {
 /// A port a lab responder serves in an endpoint, e.g. `tcp/80`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServePort {
+    /// `TCP` or `UDP`.
     pub protocol: Protocol,
+    /// Port number, 1..=65535.
     pub port: u16,
 }
 
 impl fmt::Display for ServePort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.protocol.as_str().to_ascii_lowercase(), self.port)
+        write!(
+            f,
+            "{}/{}",
+            self.protocol.as_str().to_ascii_lowercase(),
+            self.port
+        )
     }
 }
 
 /// A workload's port: where it runs, what it is called, which labels it carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
+    /// The tenant it belongs to.
     pub tenant: String,
+    /// Its namespace, if any (Kubernetes pods always have one).
     pub namespace: Option<String>,
+    /// Name, unique per tenant and namespace.
     pub name: String,
     /// The user's labels plus the derived ones (namespace, namespace labels).
     pub labels: Labels,
+    /// Its addresses (at least one), unique inside the tenant.
     pub ips: Vec<IpAddr>,
     /// The workload's MAC address; the lab derives one when absent.
     pub mac: Option<[u8; 6]>,
+    /// The node (host) it runs on.
     pub node: String,
     /// Host-side interface name; the lab derives one when absent.
     pub interface: Option<String>,
@@ -142,6 +164,7 @@ impl Endpoint {
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
+    /// Verdicts are enforced.
     Enforce,
     /// Evaluated and reported ("audit: would deny"), never changes the enforced verdict.
     Audit,
@@ -158,6 +181,7 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// `ingress` or `egress`, as written in policies.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
@@ -176,7 +200,9 @@ impl fmt::Display for Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Allow the flow.
     Allow,
+    /// Deny the flow.
     Deny,
     /// Record the flow and go on to the next rule.
     Log,
@@ -185,6 +211,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// `allow`, `deny`, `log` or `pass`, as written in policies.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Allow => "allow",
@@ -199,11 +226,16 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
+    /// TCP (6).
     Tcp,
+    /// UDP (17).
     Udp,
+    /// SCTP (132).
     Sctp,
+    /// ICMP (1).
     Icmp,
     #[serde(rename = "ICMPv6")]
+    /// ICMPv6 (58).
     Icmpv6,
 }
 
@@ -261,19 +293,26 @@ impl fmt::Display for Protocol {
 pub enum PortMatch {
     /// Ports `port..=end_port` of a protocol with ports; `None` = every port.
     Ports {
+        /// A protocol with ports (TCP, UDP, SCTP).
         protocol: Protocol,
+        /// First port; `None` = every port.
         port: Option<u16>,
+        /// Last port of the range; `None` = just `port`.
         end_port: Option<u16>,
     },
     /// ICMP or ICMPv6, optionally one type, optionally one code of that type.
     Icmp {
+        /// ICMP or ICMPv6.
         protocol: Protocol,
+        /// The ICMP type; `None` = every type.
         icmp_type: Option<u8>,
+        /// The ICMP code; `None` = every code of the type.
         icmp_code: Option<u8>,
     },
 }
 
 impl PortMatch {
+    /// The protocol matched.
     pub fn protocol(&self) -> Protocol {
         match *self {
             PortMatch::Ports { protocol, .. } | PortMatch::Icmp { protocol, .. } => protocol,
@@ -299,13 +338,20 @@ pub enum Peer {
     /// Endpoints of the same tenant whose labels match.
     Selector(Selector),
     /// Addresses outside the tenant's endpoints inside `cidr` and outside every `except`.
-    Cidr { cidr: IpNet, except: Vec<IpNet> },
+    Cidr {
+        /// The range (no host bits set).
+        cidr: IpNet,
+        /// Ranges inside `cidr` that are not matched.
+        except: Vec<IpNet>,
+    },
+    /// A named set of peers.
     Entity(Entity),
 }
 
 /// One rule of a policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
+    /// What a matching flow gets.
     pub action: Action,
     /// `from` (ingress) or `to` (egress); `None` = any peer.
     pub peers: Option<Vec<Peer>>,
@@ -316,13 +362,22 @@ pub struct Rule {
 /// A set of rules protecting the endpoints its selector picks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
+    /// The tenant it belongs to.
     pub tenant: String,
+    /// The namespace a namespaced policy (`metadata.namespace`, or a Kubernetes
+    /// NetworkPolicy) lives in. Informational only: validation already folded the
+    /// namespace into `selector` and the peer selectors.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Name, unique per tenant and namespace.
     pub name: String,
     /// The tier's name; `default` when the input names none.
     pub tier: String,
     /// Position inside the tier; `None` sorts after every number.
     pub order: Option<i64>,
+    /// The endpoints it protects (namespace already folded in).
     pub selector: Selector,
+    /// Enforce or only report.
     pub mode: Mode,
     /// `None` when the policy has no `ingress` key (and `types` does not name it).
     pub ingress: Option<Vec<Rule>>,
@@ -331,6 +386,19 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// `namespace/name` or `name`: the policy's name inside its tenant.
+    pub fn qualified_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// `tenant:namespace/name`: unique across the whole intent.
+    pub fn full_ref(&self) -> String {
+        format!("{}:{}", self.tenant, self.qualified_name())
+    }
+
     /// The rules of one direction, or `None` when the policy does not cover it.
     pub fn rules(&self, direction: Direction) -> Option<&[Rule]> {
         match direction {
@@ -345,14 +413,30 @@ impl Policy {
 #[serde(rename_all = "lowercase")]
 pub enum TierDefault {
     #[default]
+    /// Deny the flow.
     Deny,
+    /// Go on to the next tier.
     Pass,
+}
+
+/// A namespace's labels (from a `v1 Namespace` object). Endpoints of a namespace
+/// of this name, in any tenant, carry them under `NAMESPACE_LABELS_PREFIX` so
+/// that `namespaceSelector` peers can match them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    /// The namespace's name.
+    pub name: String,
+    /// The user's labels, without `kubernetes.io/metadata.name` (always derived).
+    pub labels: Labels,
 }
 
 /// An ordered layer of policies (cluster-wide, not per tenant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tier {
+    /// Unique name.
     pub name: String,
+    /// Position among tiers: lower orders are evaluated first.
     pub order: i64,
+    /// What happens when a policy of the tier selected an endpoint and no rule decided.
     pub default_action: TierDefault,
 }

@@ -11,9 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::resource::Labels;
 
+mod label_selector;
+mod parse;
+
+pub use label_selector::{LabelSelector, LabelSelectorOperator, LabelSelectorRequirement};
+pub use parse::SelectorError;
+
 /// A parsed selector with the text it came from (for messages and display).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Selector {
+    /// The parsed expression.
     pub expr: Expr,
     /// Canonical text of `expr`, as `Display` of `Expr` writes it.
     pub text: String,
@@ -24,6 +31,11 @@ impl Selector {
     pub fn new(expr: Expr) -> Selector {
         let text = expr.to_string();
         Selector { expr, text }
+    }
+
+    /// Parses the expression form (`app == 'web' && has(tier)`).
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
+        Ok(Selector::new(Expr::parse(text)?))
     }
 
     /// `all()`: every endpoint.
@@ -67,6 +79,47 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// Parses the expression form; see the module `parse` for the grammar.
+    pub fn parse(text: &str) -> Result<Expr, SelectorError> {
+        parse::parse(text)
+    }
+
+    /// The conjunction of `terms`, simplified: nested conjunctions are
+    /// flattened and `all()` terms dropped; no term gives `all()`, one term
+    /// gives that term.
+    pub fn and(terms: impl IntoIterator<Item = Expr>) -> Expr {
+        let mut flat = Vec::new();
+        for term in terms {
+            match term {
+                Expr::All => {}
+                Expr::And(inner) => flat.extend(inner),
+                other => flat.push(other),
+            }
+        }
+        match flat.len() {
+            0 => Expr::All,
+            1 => flat.remove(0),
+            _ => Expr::And(flat),
+        }
+    }
+
+    /// The same expression with every label key prefixed by `prefix` (how a
+    /// namespace selector becomes a selector over endpoints' derived labels).
+    pub fn with_key_prefix(&self, prefix: &str) -> Expr {
+        let p = |k: &String| format!("{prefix}{k}");
+        match self {
+            Expr::All => Expr::All,
+            Expr::Has(k) => Expr::Has(p(k)),
+            Expr::Eq(k, v) => Expr::Eq(p(k), v.clone()),
+            Expr::Ne(k, v) => Expr::Ne(p(k), v.clone()),
+            Expr::In(k, vs) => Expr::In(p(k), vs.clone()),
+            Expr::NotIn(k, vs) => Expr::NotIn(p(k), vs.clone()),
+            Expr::Not(e) => Expr::Not(Box::new(e.with_key_prefix(prefix))),
+            Expr::And(es) => Expr::And(es.iter().map(|e| e.with_key_prefix(prefix)).collect()),
+            Expr::Or(es) => Expr::Or(es.iter().map(|e| e.with_key_prefix(prefix)).collect()),
+        }
+    }
+
     /// Whether labels satisfy the expression.
     pub fn matches(&self, labels: &Labels) -> bool {
         match self {
@@ -95,7 +148,10 @@ fn write_set(f: &mut fmt::Formatter<'_>, vs: &BTreeSet<String>) -> fmt::Result {
 }
 
 impl fmt::Display for Expr {
-    /// Writes the expression form; parsing it back gives an equal `Expr`.
+    /// Writes the expression form. Parsing it back gives an equal `Expr` for
+    /// every expression the parser and `Expr::and` build (conjunctions and
+    /// disjunctions of two or more terms, non-empty sets, label-syntax keys
+    /// and values).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Expr::All => f.write_str("all()"),
