@@ -74,50 +74,20 @@ pub fn underlay_port_ifname(n: usize) -> String {
     format!("node{n}")
 }
 
-/// The endpoint's host-side interface: `spec.interface` when given, else
-/// [`derived_host_port_name`].
+/// The endpoint's host-side interface (see [`Endpoint::host_interface`]).
 pub fn host_port_name(endpoint: &Endpoint) -> String {
-    match &endpoint.interface {
-        Some(name) => name.clone(),
-        None => derived_host_port_name(&endpoint.full_ref()),
-    }
+    endpoint.host_interface()
 }
 
-/// `pe` + 8 hex digits of a hash of the endpoint's full ref (`tenant:ns/name`).
-pub fn derived_host_port_name(full_ref: &str) -> String {
-    let h = fnv1a64("ifname", full_ref);
-    // Fold 64 bits to 32 so that every input bit counts.
-    format!("pe{:08x}", (h ^ (h >> 32)) as u32)
-}
-
-/// The workload's MAC: the one the intent gives, else derived from the full ref
-/// (locally administered unicast, `02:` + 5 bytes of a hash).
+/// The workload's MAC (see [`Endpoint::workload_mac`]).
 pub fn endpoint_mac(endpoint: &Endpoint) -> MacAddr {
-    match endpoint.mac {
-        Some(mac) => MacAddr(mac),
-        None => derived_mac(0x02, "mac", &endpoint.full_ref()),
-    }
+    MacAddr(endpoint.workload_mac())
 }
 
 /// The host-side port's MAC, derived from the full ref (`06:` + 5 bytes of a
 /// hash: locally administered unicast, and never equal to a derived workload MAC).
 pub fn host_port_mac(endpoint: &Endpoint) -> MacAddr {
-    derived_mac(0x06, "host-mac", &endpoint.full_ref())
-}
-
-fn derived_mac(first: u8, domain: &str, full_ref: &str) -> MacAddr {
-    let h = fnv1a64(domain, full_ref).to_be_bytes();
-    MacAddr([first, h[0], h[1], h[2], h[3], h[4]])
-}
-
-/// FNV-1a, 64 bits, over `domain`, a zero byte, then `text`: stable across
-/// Rust versions and machines (unlike `DefaultHasher`), which the derived names
-/// must be because other programs derive them again.
-fn fnv1a64(domain: &str, text: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let bytes = domain.bytes().chain([0]).chain(text.bytes());
-    bytes.fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    MacAddr(palisade_model::derived_mac(0x06, "host-mac", &endpoint.full_ref()))
 }
 
 /// Checks a lab name: 1 to 32 of `a-z`, `0-9`, `-`, starting with a letter or digit.
@@ -268,22 +238,9 @@ mod tests {
         // Pinned values: other programs (the agent, older labs) derive the same
         // names, so a change here is a compatibility break, not a refactor.
         let web = endpoint("acme", None, "web-1");
-        assert_eq!(host_port_name(&web), derived_host_port_name("acme:web-1"));
         assert_eq!(host_port_name(&web), "pef0fe8c8d");
         assert_eq!(endpoint_mac(&web).to_string(), "02:61:75:05:73:f7");
         assert_eq!(host_port_mac(&web).to_string(), "06:ab:7f:bf:4e:df");
-    }
-
-    #[test]
-    fn fnv_matches_the_reference_vector_and_frames_domain_and_text() {
-        let raw = |bytes: &[u8]| {
-            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-            })
-        };
-        // The published FNV-1a 64 value of "a".
-        assert_eq!(raw(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64("ifname", "x"), raw(b"ifname\0x"));
     }
 
     #[test]

@@ -157,6 +157,46 @@ impl Endpoint {
     pub fn full_ref(&self) -> String {
         format!("{}:{}", self.tenant, self.qualified_name())
     }
+
+    /// The host-side interface of the endpoint's port: `spec.interface` when
+    /// given, else `pe` + 8 hex digits of a hash of the full ref. The lab
+    /// creates it under this name and the agent finds it by this name.
+    pub fn host_interface(&self) -> String {
+        match &self.interface {
+            Some(name) => name.clone(),
+            None => {
+                let h = fnv1a64("ifname", &self.full_ref());
+                // Fold 64 bits to 32 so that every input bit counts.
+                format!("pe{:08x}", (h ^ (h >> 32)) as u32)
+            }
+        }
+    }
+
+    /// The workload's MAC: `spec.mac` when given, else derived from the full
+    /// ref (locally administered unicast, `02:` + 5 bytes of a hash). The
+    /// datapath's anti-spoofing check expects exactly this address.
+    pub fn workload_mac(&self) -> [u8; 6] {
+        match self.mac {
+            Some(mac) => mac,
+            None => derived_mac(0x02, "mac", &self.full_ref()),
+        }
+    }
+}
+
+/// A locally administered unicast MAC: `first` + 5 bytes of a hash of `text`.
+pub fn derived_mac(first: u8, domain: &str, text: &str) -> [u8; 6] {
+    let h = fnv1a64(domain, text).to_be_bytes();
+    [first, h[0], h[1], h[2], h[3], h[4]]
+}
+
+/// FNV-1a, 64 bits, over `domain`, a zero byte, then `text`: stable across
+/// Rust versions and machines (unlike `DefaultHasher`), which derived names
+/// must be because several programs derive them independently.
+fn fnv1a64(domain: &str, text: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = domain.bytes().chain([0]).chain(text.bytes());
+    bytes.fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 /// Whether a policy's verdicts are enforced or only reported.
