@@ -413,13 +413,20 @@ impl fmt::Display for ProtoPort {
     }
 }
 
-/// `[app=db, tier=x]`.
+/// `[app=db, tier=x]`: the user's labels. The derived ones (namespace and
+/// namespace labels, under the reserved prefixes) are left out of the text:
+/// the endpoint's name already says its namespace. JSON keeps them all.
 pub(crate) struct LabelList<'a>(pub(crate) &'a Labels);
 
 impl fmt::Display for LabelList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[")?;
-        for (i, (k, v)) in self.0.iter().enumerate() {
+        let user = self.0.iter().filter(|(k, _)| {
+            !palisade_model::RESERVED_LABEL_PREFIXES
+                .iter()
+                .any(|p| k.starts_with(p))
+        });
+        for (i, (k, v)) in user.enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }

@@ -23,6 +23,7 @@ mod explain;
 mod identity;
 mod index;
 mod prefixes;
+mod request;
 mod tables;
 
 pub use compile::{CompileError, Compiler, Limits};
@@ -35,4 +36,5 @@ pub use explain::{
 pub use identity::{
     Identities, Identity, IdentityAllocator, IdentityError, IdentityInfo, IdentityKind, IpcacheKey,
 };
+pub use request::{protocol_number, FlowRequest, RequestError, WORLD_ADDRESS};
 pub use tables::{diff, lookup, CompiledTables, IdentityTable, PolicyKey, PolicyValue, TablesDiff};

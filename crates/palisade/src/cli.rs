@@ -25,9 +25,79 @@ pub enum Command {
         Exit status: 0 when valid, 1 when any error was found (all are printed), 2 when the files cannot be read.")]
     Check(CheckArgs),
 
+    /// Explain the verdict of a flow: ALLOW or DENY and the rule (or default) that decided each side.
+    #[command(after_help = "Examples:\n  \
+        palisade explain -f examples/three-tier --from acme:app-1 --to acme:db-1 --proto tcp --port 5432\n  \
+        palisade explain -f examples/three-tier --from world --to acme:web-1 --proto tcp --port 443 -o json\n  \
+        palisade explain -f examples/three-tier --flows flows.jsonl -o jsonl\n\n\
+        REF: [tenant:][namespace/]name (the shortest unambiguous form), an IP or tenant:IP, or world / host\n\
+        (in the tenant of the other end; tenant:world names it). A flows file holds one JSON flow per line:\n  \
+        {\"from\":\"acme:web-1\",\"to\":\"acme:app-1\",\"proto\":\"tcp\",\"port\":8080}\n\
+        and gives one verdict per line, in order (an unknown REF gives an error line; exit status 0).")]
+    Explain(ExplainArgs),
+
+    /// Show the identities and compiled tables the datapath will hold.
+    #[command(
+        after_help = "Examples:\n  palisade compile -f examples/three-tier -o text\n  \
+        palisade compile -f examples/three-tier --identity 65792 -o json"
+    )]
+    Compile(CompileArgs),
+
     /// Build a data centre of network namespaces from resource files and probe it with real packets.
     #[command(subcommand)]
     Lab(LabCommand),
+
+    /// Run the control plane: REST API over a store, tokens, audit log, identities, agents' streams.
+    #[command(
+        after_help = "Examples:\n  palisade server --store /var/lib/palisade/store.redb --tokens /etc/palisade/tokens.yaml\n  \
+        palisade server --listen 0.0.0.0:7400 --store etcd:http://10.0.0.1:2379,http://10.0.0.2:2379 \\\n    \
+        --tls-cert cert.pem --tls-key key.pem --tokens tokens.yaml\n\n\
+        Tokens file: a YAML list of {sha256: <hex SHA-256 of the token>, subject: NAME, role: admin | tenant:NAME | agent:NODE}.\n\
+        Without --tokens every caller is an admin, and the server says so."
+    )]
+    Server(crate::server_cmd::ServerArgs),
+
+    /// Create or update resources on the server from files, all or nothing.
+    #[command(after_help = "Example:\n  palisade apply -f examples/three-tier\n\n\
+        Files are checked locally first (errors name file:line:col and nothing is sent); the server then\n\
+        validates the whole resulting intent. A document with metadata.resourceVersion is written only if\n\
+        the stored version is still that one. Exit status: 0 applied, 1 invalid, 2 other errors.")]
+    Apply(crate::remote::ApplyArgs),
+
+    /// Show resources from the server: a table, or -o json|yaml|wide.
+    #[command(
+        after_help = "Examples:\n  palisade get policies\n  palisade get ep -l \"app == 'web'\" --tenant acme -o wide\n  \
+        palisade get policy acme/db-ingress -o yaml\n  palisade get tenants"
+    )]
+    Get(crate::remote::GetArgs),
+
+    /// Delete resources on the server, named or listed in files.
+    #[command(
+        after_help = "Examples:\n  palisade delete endpoint acme/web-1\n  palisade delete tier security --resource-version 42\n  \
+        palisade delete -f policies/\n\n\
+        A Tenant with endpoints or a Tier with policies cannot be deleted: the error names what refers to it."
+    )]
+    Delete(crate::remote::DeleteArgs),
+
+    /// The server's revision and auth, and each agent's applied revision, lag and health.
+    #[command(
+        after_help = "Example:\n  palisade status --server https://cp-1:7400 --token $TOKEN"
+    )]
+    Status(crate::remote::StatusArgs),
+
+    /// The audit log: who changed what, when, from which version to which.
+    #[command(
+        after_help = "Examples:\n  palisade audit --since 1h\n  palisade audit --tenant acme --since 2024-05-01T00:00:00Z"
+    )]
+    Audit(crate::remote::AuditArgs),
+
+    /// Explain a flow's verdict and the rule that decided it, against the server (or files with -f).
+    #[command(
+        after_help = "Examples:\n  palisade explain --from acme:web-1 --to acme:db-1 --proto tcp --port 5432\n  \
+        palisade explain -f examples/three-tier --from web-1 --to 10.0.0.5 --proto icmp --detail\n\n\
+        Exit status: 0 when allowed, 1 when denied, 2 on errors."
+    )]
+    Explain(crate::remote::ExplainArgs),
 }
 
 /// Where resources come from.
@@ -47,6 +117,73 @@ pub struct Sources {
 pub struct CheckArgs {
     #[command(flatten)]
     pub sources: Sources,
+}
+
+/// `palisade explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub sources: Sources,
+    /// Where the flow comes from (REF).
+    #[arg(long, value_name = "REF", required_unless_present = "flows")]
+    pub from: Option<String>,
+    /// Where the flow goes (REF).
+    #[arg(long, value_name = "REF", required_unless_present = "flows")]
+    pub to: Option<String>,
+    /// tcp, udp, sctp, icmp, icmpv6 or a protocol number.
+    #[arg(long, value_name = "PROTO", required_unless_present = "flows")]
+    pub proto: Option<String>,
+    /// Destination port (TCP, UDP, SCTP).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// ICMP type (default: echo request).
+    #[arg(long = "icmp-type")]
+    pub icmp_type: Option<u8>,
+    /// ICMP code (default 0).
+    #[arg(long = "icmp-code")]
+    pub icmp_code: Option<u8>,
+    /// A file of flows, one JSON object per line.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to", "proto", "port", "icmp_type", "icmp_code"])]
+    pub flows: Option<PathBuf>,
+    /// Also print the tiers, policies and rules consulted (text output).
+    #[arg(long)]
+    pub steps: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+}
+
+/// Output formats of `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainOutput {
+    /// For a person.
+    Text,
+    /// One pretty JSON document.
+    Json,
+    /// One JSON document per line.
+    Jsonl,
+}
+
+/// `palisade compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub sources: Sources,
+    /// Only this identity's table (and its ipcache entries).
+    #[arg(long, value_name = "N")]
+    pub identity: Option<u32>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = CompileOutput::Json)]
+    pub output: CompileOutput,
+}
+
+/// Output formats of `compile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompileOutput {
+    /// Identities and entry counts, for a person.
+    Text,
+    /// Everything, as one JSON document.
+    Json,
 }
 
 /// Protocols a probe can send.

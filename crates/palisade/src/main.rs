@@ -8,7 +8,11 @@ use clap::Parser;
 
 mod check;
 mod cli;
+mod compile;
+mod explain;
 mod lab;
+mod remote;
+mod server_cmd;
 
 use cli::{Cli, Command};
 
@@ -45,7 +49,16 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Check(args) => check::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Compile(args) => compile::run(&args),
         Command::Lab(args) => lab::run(args),
+        Command::Server(args) => server_cmd::run(args),
+        Command::Apply(args) => remote::apply(args),
+        Command::Get(args) => remote::get(args),
+        Command::Delete(args) => remote::delete(args),
+        Command::Status(args) => remote::status(args),
+        Command::Audit(args) => remote::audit(args),
+        Command::Explain(args) => remote::explain(args),
     }
 }
 
