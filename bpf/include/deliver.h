@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * deliver.h - where an admitted packet goes, the chain point, and delivery.
+ *
+ *   deliver_prepare()  - resolves the destination into META (struct
+ *                        verdict_meta): DELIVER_LOCAL (a local endpoint),
+ *                        DELIVER_WORLD (the tenant's uplink) or DELIVER_STACK
+ *                        (the node's stack / on to the workload); fails with
+ *                        REMOTE_UNSUPPORTED, NO_ROUTE, TTL_EXCEEDED, ...
+ *   chain_and_deliver() - tail-calls CHAIN[CHAIN_POST_VERDICT]; an empty slot
+ *                        falls through to deliver(). A stage in the slot reads
+ *                        META and finishes by tail-calling CHAIN[CHAIN_DELIVER]
+ *                        (bpf/README.md, "Chain").
+ *   deliver()          - performs META's action on the packet.
+ *
+ * Routed deliveries (LOCAL, WORLD) are an IP hop: TTL is decremented with an
+ * incremental checksum update, and a packet with TTL <= 1 is dropped
+ * (TTL_EXCEEDED; no ICMP time-exceeded is generated).
+ */
+#ifndef PALISADE_DELIVER_H
+#define PALISADE_DELIVER_H
+
+#include "packet.h"
+#include "drop.h"
+
+static __always_inline struct verdict_meta *meta_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&META, &zero);
+}
+
+/*
+ * Fills META for p. `dst_ep` is the destination's ENDPOINTS entry when it is
+ * a local endpoint (peer_resolve), `ct_new` marks a connection's first packet.
+ */
+static __always_inline int deliver_prepare(const struct packet *p, const struct endpoint *dst_ep,
+					   __u8 ct_new, struct verdict_meta **out)
+{
+	struct verdict_meta *m = meta_get();
+
+	if (!m)
+		return -DROP_BAD_META;
+	__builtin_memset(m, 0, sizeof(*m));
+	m->ifindex = p->ifindex;
+	m->hook = p->hook;
+	m->proto = p->proto;
+	m->ct_new = ct_new;
+	m->tenant = p->tenant;
+	m->src_identity = p->src_identity;
+	m->dst_identity = p->dst_identity;
+	m->saddr = p->saddr;
+	m->daddr = p->daddr;
+	m->sport = p->sport;
+	m->dport = p->dport;
+	m->egress_cookie = p->egress_cookie;
+	m->ingress_cookie = p->ingress_cookie;
+	*out = m;
+
+	/* to_endpoint: the packet is already on its way to the workload. */
+	if (p->hook == HOOK_TO_ENDPOINT) {
+		m->action = DELIVER_STACK;
+		return 0;
+	}
+	if (p->dst_flags & IPCACHE_F_LOCAL_ENDPOINT) {
+		if (!dst_ep)
+			return -DROP_NO_ROUTE;
+		if (p->ttl <= 1)
+			return -DROP_TTL_EXCEEDED;
+		m->action = DELIVER_LOCAL;
+		m->target_ifindex = p->dst_ifindex;
+		__builtin_memcpy(m->src_mac, dst_ep->host_mac, 6);
+		__builtin_memcpy(m->dst_mac, dst_ep->mac, 6);
+		return 0;
+	}
+	if (p->dst_flags & IPCACHE_F_REMOTE_ENDPOINT)
+		return -DROP_REMOTE_UNSUPPORTED; /* the overlay will encapsulate here */
+	if (p->hook == HOOK_FROM_UPLINK)
+		return -DROP_NOT_LOCAL_DESTINATION;
+	if (p->dst_flags & IPCACHE_F_HOST) {
+		m->action = DELIVER_STACK;
+		return 0;
+	}
+
+	/* World or a CIDR identity: out through the tenant's uplink. */
+	struct tenant_info *t = bpf_map_lookup_elem(&TENANTS, &p->tenant);
+
+	if (!t || !t->uplink_ifindex || !t->nexthop)
+		return -DROP_NO_ROUTE;
+	if (p->ttl <= 1)
+		return -DROP_TTL_EXCEEDED;
+	m->action = DELIVER_WORLD;
+	m->target_ifindex = t->uplink_ifindex;
+	m->nexthop = t->nexthop;
+	return 0;
+}
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
+/* TTL - 1 with the checksum updated incrementally (RFC 1624: HC' = ~(~HC + ~m + m')). */
+static __always_inline int ttl_decrement(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	__u16 old, new;
+
+	if ((void *)(ip + 1) > data_end)
+		return -DROP_TRUNCATED;
+	if (ip->ttl <= 1)
+		return -DROP_TTL_EXCEEDED;
+	old = *(__u16 *)&ip->ttl; /* ttl and protocol form one 16-bit word */
+	ip->ttl--;
+	new = *(__u16 *)&ip->ttl;
+	ip->check = ~csum_fold((__u16)~ip->check + (__u16)~old + new);
+	return 0;
+}
+
+static __always_inline int deliver(struct __sk_buff *skb, const struct verdict_meta *m)
+{
+	int ret;
+
+	switch (m->action) {
+	case DELIVER_STACK:
+		return TC_ACT_OK;
+	case DELIVER_LOCAL: {
+		ret = ttl_decrement(skb);
+		if (ret < 0)
+			return ret;
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return -DROP_TRUNCATED;
+		__builtin_memcpy(eth->h_dest, m->dst_mac, 6);
+		__builtin_memcpy(eth->h_source, m->src_mac, 6);
+		return bpf_redirect_peer(m->target_ifindex, 0);
+	}
+	case DELIVER_WORLD: {
+		struct bpf_redir_neigh nh = {
+			.nh_family = AF_INET,
+			.ipv4_nh = m->nexthop,
+		};
+
+		ret = ttl_decrement(skb);
+		if (ret < 0)
+			return ret;
+		return bpf_redirect_neigh(m->target_ifindex, &nh, sizeof(nh), 0);
+	}
+	default:
+		return -DROP_BAD_META;
+	}
+}
+
+/* The chain point: a stage in CHAIN_POST_VERDICT takes over; else deliver. */
+static __always_inline int chain_and_deliver(struct __sk_buff *skb, const struct verdict_meta *m)
+{
+	bpf_tail_call(skb, &CHAIN, CHAIN_POST_VERDICT);
+	return deliver(skb, m);
+}
+
+#endif /* PALISADE_DELIVER_H */
