@@ -87,7 +87,11 @@ pub fn endpoint_mac(endpoint: &Endpoint) -> MacAddr {
 /// The host-side port's MAC, derived from the full ref (`06:` + 5 bytes of a
 /// hash: locally administered unicast, and never equal to a derived workload MAC).
 pub fn host_port_mac(endpoint: &Endpoint) -> MacAddr {
-    MacAddr(palisade_model::derived_mac(0x06, "host-mac", &endpoint.full_ref()))
+    MacAddr(palisade_model::derived_mac(
+        0x06,
+        "host-mac",
+        &endpoint.full_ref(),
+    ))
 }
 
 /// Checks a lab name: 1 to 32 of `a-z`, `0-9`, `-`, starting with a letter or digit.

@@ -298,10 +298,20 @@ fn metadata(doc: &mut Doc, map: &Map, kind: DocKind, opts: &LoadOptions) -> Meta
     let Some(field) = map.required(doc, "metadata") else {
         return meta;
     };
+    // `resourceVersion` is the control plane's (a document read from it
+    // carries one, and applying it back compares against it); it is ignored here.
     let (fields, unknown): (&[&str], Unknown) = match kind {
-        DocKind::Tenant | DocKind::Tier => (&["name", "tenant"], Unknown::Reject),
-        DocKind::Endpoint => (&["name", "tenant", "namespace", "labels"], Unknown::Reject),
-        DocKind::Policy => (&["name", "tenant", "namespace"], Unknown::Reject),
+        DocKind::Tenant | DocKind::Tier => {
+            (&["name", "tenant", "resourceVersion"], Unknown::Reject)
+        }
+        DocKind::Endpoint => (
+            &["name", "tenant", "namespace", "labels", "resourceVersion"],
+            Unknown::Reject,
+        ),
+        DocKind::Policy => (
+            &["name", "tenant", "namespace", "resourceVersion"],
+            Unknown::Reject,
+        ),
         _ => (&KUBERNETES_METADATA, Unknown::Reject),
     };
     let Some(m) = field.map(doc, fields, unknown) else {

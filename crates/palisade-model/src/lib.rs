@@ -2,7 +2,7 @@
 //! positions, validation with errors that name file:line:col, and import of
 //! Kubernetes NetworkPolicy, Namespace and Pod objects.
 //!
-//! Entry points: [`load_paths`], [`load_str`], [`resource_from_json`],
+//! Entry points: [`load_paths`], [`load_str`], [`read_documents`], [`resource_from_json`],
 //! [`Intent::from_resources`] and [`Intent::resolve`]. The user reference of
 //! every kind and field is `docs/resources.md`.
 
@@ -24,7 +24,9 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use intent::Intent;
-pub use load::{load_paths, load_str, resource_from_json, LoadOptions};
+pub use load::{
+    load_paths, load_str, read_documents, resource_from_json, FileDocument, LoadOptions,
+};
 pub use resolve::{RefError, Target};
 pub use resource::*;
 pub use selector::{

@@ -1,7 +1,8 @@
 //! Entry points: load files and directories (`load_paths`), a text
-//! (`load_str`), or one resource received as JSON (`resource_from_json`).
-//! Every problem of a run is collected; no `Intent` is returned when there
-//! is any.
+//! (`load_str`), or one resource received as JSON (`resource_from_json`);
+//! and `read_documents`, which checks files document by document and hands
+//! them on as JSON (what `palisade apply` sends to the server). Every problem
+//! of a run is collected; no `Intent` is returned when there is any.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +44,9 @@ pub fn load_paths(paths: &[impl AsRef<Path>], opts: &LoadOptions) -> Result<Inte
                 for file in files {
                     let name = file.display().to_string();
                     match std::fs::read_to_string(&file) {
-                        Ok(text) => run.add_text(&text, &name),
+                        Ok(text) => {
+                            run.add_text(&text, &name);
+                        }
                         Err(e) => run.file_error(&name, format!("cannot read the file: {e}")),
                     }
                 }
@@ -63,6 +66,89 @@ pub fn load_str(text: &str, file_name: &str, opts: &LoadOptions) -> Result<Inten
     let mut run = Run::new(opts);
     run.add_text(text, file_name);
     run.finish()
+}
+
+/// One document of a file as JSON, with where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDocument {
+    /// The file it was read from.
+    pub file: String,
+    /// 1-based line where the document starts.
+    pub line: u32,
+    /// 1-based column where the document starts.
+    pub col: u32,
+    /// The document as JSON (as the control plane's API takes it).
+    pub value: serde_json::Value,
+}
+
+/// Reads files and directories as [`load_paths`] does and checks every
+/// document on its own (fields, names, selectors, with file:line:col), but
+/// not the checks across resources (references to tenants and tiers,
+/// duplicates, addresses): those need the control plane's state, which
+/// validates the whole intent when the documents arrive. Items of a `List`
+/// come back as documents of their own.
+pub fn read_documents(
+    paths: &[impl AsRef<Path>],
+    opts: &LoadOptions,
+) -> Result<Vec<FileDocument>, Diagnostics> {
+    let mut run = Run::new(opts);
+    let mut documents = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let files = match collect_files(path) {
+            Ok(files) => files,
+            Err(e) => {
+                run.file_error(
+                    &path.display().to_string(),
+                    format!("cannot read: {e}; check that the path exists and is readable"),
+                );
+                continue;
+            }
+        };
+        for file in files {
+            let name = file.display().to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(e) => {
+                    run.file_error(&name, format!("cannot read the file: {e}"));
+                    continue;
+                }
+            };
+            for root in run.add_text(&text, &name) {
+                for node in list_items(&root) {
+                    documents.push(FileDocument {
+                        file: name.clone(),
+                        line: node.pos.line,
+                        col: node.pos.col,
+                        value: yaml::to_json(node),
+                    });
+                }
+            }
+        }
+    }
+    let mut diagnostics = Diagnostics(run.decoding.diagnostics);
+    if diagnostics.is_empty() {
+        Ok(documents)
+    } else {
+        diagnostics.sort();
+        Err(diagnostics)
+    }
+}
+
+/// The items of a `kind: List` document, or the document itself.
+fn list_items(root: &yaml::Node) -> Vec<&yaml::Node> {
+    let yaml::Value::Map(entries) = &root.value else {
+        return vec![root];
+    };
+    let field = |key: &str| entries.iter().find(|e| e.key == key).map(|e| &e.value);
+    let is_list = matches!(
+        field("kind").map(|n| &n.value),
+        Some(yaml::Value::Scalar(s)) if s.text == "List"
+    );
+    match field("items").map(|n| &n.value) {
+        Some(yaml::Value::Seq(items)) if is_list => items.iter().collect(),
+        _ => vec![root],
+    }
 }
 
 /// For the REST API: one resource as a JSON value. Errors carry field paths
@@ -169,7 +255,9 @@ impl<'o> Run<'o> {
         });
     }
 
-    fn add_text(&mut self, text: &str, file_name: &str) {
+    /// Reads and decodes the documents of one text; returns them, for
+    /// callers that hand the documents on.
+    fn add_text(&mut self, text: &str, file_name: &str) -> Vec<yaml::Node> {
         let file: Arc<str> = Arc::from(file_name);
         let parsed = yaml::parse_documents(text);
         tracing::debug!(file = file_name, documents = parsed.documents.len(), "read");
@@ -186,6 +274,7 @@ impl<'o> Run<'o> {
         for root in &parsed.documents {
             decode_document(Some(file.clone()), root, self.opts, &mut self.decoding);
         }
+        parsed.documents
     }
 
     fn finish(self) -> Result<Intent, Diagnostics> {
@@ -221,5 +310,38 @@ impl<'o> Run<'o> {
                 Err(all)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_documents_expands_lists_and_checks_each_document_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        // The tenant is not defined here: that is the server's check, not this one's.
+        std::fs::write(
+            &file,
+            "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: palisade.dev/v1\n    kind: Tier\n    metadata: {name: sec}\n    spec: {order: 5}\n---\napiVersion: palisade.dev/v1\nkind: Policy\nmetadata: {name: p, tenant: elsewhere}\nspec: {selector: all(), ingress: []}\n",
+        )
+        .unwrap();
+        let docs = read_documents(&[&file], &LoadOptions::default()).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value["kind"], "Tier");
+        assert_eq!(docs[0].value["spec"]["order"], 5);
+        assert_eq!(
+            (docs[1].line, docs[1].value["kind"].as_str()),
+            (9, Some("Policy"))
+        );
+
+        std::fs::write(
+            &file,
+            "apiVersion: palisade.dev/v1\nkind: Tier\nmetadata: {name: sec}\nspec: {ordr: 5}\n",
+        )
+        .unwrap();
+        let errors = read_documents(&[&file], &LoadOptions::default()).unwrap_err();
+        assert!(errors.to_string().contains("p.yaml:4:"), "{errors}");
     }
 }

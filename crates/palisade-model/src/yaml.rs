@@ -437,6 +437,30 @@ pub(crate) fn from_json(value: &serde_json::Value) -> Node {
     }
 }
 
+/// The JSON value of a tree (the inverse of [`from_json`]): what the CLI sends
+/// to the control plane, read by the same parser as every local check.
+/// Numbers that JSON cannot hold (`.inf`, `.nan`) stay strings, which
+/// validation then reports as it would report any string in their place.
+pub(crate) fn to_json(node: &Node) -> serde_json::Value {
+    match &node.value {
+        Value::Scalar(s) => match s.kind {
+            ScalarKind::Null => serde_json::Value::Null,
+            ScalarKind::Bool(b) => serde_json::Value::Bool(b),
+            ScalarKind::Int(i) => serde_json::Value::from(i),
+            ScalarKind::Float(f) => serde_json::Number::from_f64(f)
+                .map_or_else(|| serde_json::Value::String(s.text.clone()), Into::into),
+            ScalarKind::Str => serde_json::Value::String(s.text.clone()),
+        },
+        Value::Seq(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => serde_json::Value::Object(
+            entries
+                .iter()
+                .map(|e| (e.key.clone(), to_json(&e.value)))
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +477,15 @@ mod tests {
             Value::Scalar(s) => s,
             other => panic!("expected a scalar, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn to_json_keeps_core_schema_types() {
+        let parsed = parse_documents("a: 80\nb: \"80\"\nc: [true, ~, 1.5]\n");
+        assert_eq!(
+            to_json(&parsed.documents[0]),
+            serde_json::json!({"a": 80, "b": "80", "c": [true, null, 1.5]})
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Choosing a backend from one string, the server's `--store` value: a file
-//! path for the embedded store, `etcd://host:port,host:port` for etcd.
+//! path (or `embedded:PATH`) for the embedded store, `etcd://host:port,host:port`
+//! or `etcd:http://host:port,http://host:port` for etcd.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -47,11 +48,25 @@ impl FromStr for StoreSpec {
             spec: spec.to_owned(),
             reason: reason.to_owned(),
         };
-        if let Some(members) = spec.strip_prefix("etcd://") {
+        if let Some(path) = spec.strip_prefix("embedded:") {
+            return if path.is_empty() {
+                Err(invalid(
+                    "give a file path after embedded:, e.g. embedded:/var/lib/palisade/store.redb",
+                ))
+            } else {
+                Ok(StoreSpec::Embedded(PathBuf::from(path)))
+            };
+        }
+        // `etcd://h:p,h:p` or `etcd:http://h:p,http://h:p` (URLs as etcd prints them).
+        let members = spec
+            .strip_prefix("etcd://")
+            .or_else(|| spec.strip_prefix("etcd:"));
+        if let Some(members) = members {
             let endpoints: Vec<String> = members
                 .split(',')
                 .map(str::trim)
                 .filter(|m| !m.is_empty())
+                .map(|m| m.strip_prefix("http://").unwrap_or(m))
                 .map(|m| format!("http://{m}"))
                 .collect();
             if endpoints.is_empty() {
@@ -121,8 +136,26 @@ mod tests {
     }
 
     #[test]
+    fn prefixed_forms_name_the_same_backends() {
+        let spec: StoreSpec = "etcd:http://10.0.0.1:2379,http://10.0.0.2:2379"
+            .parse()
+            .unwrap();
+        assert_eq!(spec, "etcd://10.0.0.1:2379,10.0.0.2:2379".parse().unwrap());
+        let spec: StoreSpec = "embedded:/tmp/s.redb".parse().unwrap();
+        assert_eq!(spec, StoreSpec::Embedded(PathBuf::from("/tmp/s.redb")));
+    }
+
+    #[test]
     fn malformed_specs_are_refused() {
-        for bad in ["", "etcd://", "etcd://h:1/x", "http://h:2379"] {
+        for bad in [
+            "",
+            "etcd://",
+            "etcd:",
+            "embedded:",
+            "etcd://h:1/x",
+            "etcd:https://h:1",
+            "http://h:2379",
+        ] {
             assert!(
                 matches!(
                     bad.parse::<StoreSpec>(),

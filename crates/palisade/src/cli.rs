@@ -29,7 +29,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         palisade explain -f examples/three-tier --from acme:app-1 --to acme:db-1 --proto tcp --port 5432\n  \
         palisade explain -f examples/three-tier --from world --to acme:web-1 --proto tcp --port 443 -o json\n  \
-        palisade explain -f examples/three-tier --flows flows.jsonl -o jsonl\n\n\
+        palisade explain -f examples/three-tier --flows flows.jsonl -o jsonl\n  \
+        palisade explain --server http://127.0.0.1:7400 --from acme:web-1 --to acme:db-1 --proto tcp --port 5432\n\n\
         REF: [tenant:][namespace/]name (the shortest unambiguous form), an IP or tenant:IP, or world / host\n\
         (in the tenant of the other end; tenant:world names it). A flows file holds one JSON flow per line:\n  \
         {\"from\":\"acme:web-1\",\"to\":\"acme:app-1\",\"proto\":\"tcp\",\"port\":8080}\n\
@@ -90,14 +91,6 @@ pub enum Command {
         after_help = "Examples:\n  palisade audit --since 1h\n  palisade audit --tenant acme --since 2024-05-01T00:00:00Z"
     )]
     Audit(crate::remote::AuditArgs),
-
-    /// Explain a flow's verdict and the rule that decided it, against the server (or files with -f).
-    #[command(
-        after_help = "Examples:\n  palisade explain --from acme:web-1 --to acme:db-1 --proto tcp --port 5432\n  \
-        palisade explain -f examples/three-tier --from web-1 --to 10.0.0.5 --proto icmp --detail\n\n\
-        Exit status: 0 when allowed, 1 when denied, 2 on errors."
-    )]
-    Explain(crate::remote::ExplainArgs),
 }
 
 /// Where resources come from.
@@ -121,9 +114,14 @@ pub struct CheckArgs {
 
 /// `palisade explain`.
 #[derive(Debug, Args)]
+#[command(mut_arg("paths", |a| a.required(false).required_unless_present_any(["server", "context"])))]
 pub struct ExplainArgs {
     #[command(flatten)]
     pub sources: Sources,
+    /// Without -f: ask the server (--server, PALISADE_SERVER or the config
+    /// file) against its live state.
+    #[command(flatten)]
+    pub connection: crate::remote::Connection,
     /// Where the flow comes from (REF).
     #[arg(long, value_name = "REF", required_unless_present = "flows")]
     pub from: Option<String>,

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Check(args) => check::run(&args),
+        Command::Explain(args) if args.sources.paths.is_empty() => remote::explain(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Compile(args) => compile::run(&args),
         Command::Lab(args) => lab::run(args),
@@ -58,7 +59,6 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Delete(args) => remote::delete(args),
         Command::Status(args) => remote::status(args),
         Command::Audit(args) => remote::audit(args),
-        Command::Explain(args) => remote::explain(args),
     }
 }
 

@@ -1,6 +1,5 @@
 //! The commands that talk to a control plane: `apply`, `get`, `delete`,
-//! `status`, `audit` and `explain` (with `--server`, or with `-f` against
-//! local files). Each resolves where to connect (flags > environment >
+//! `status`, `audit` and `explain` without `-f`. Each resolves where to connect (flags > environment >
 //! config file), calls the client and prints for a person: tables by
 //! default, JSON or YAML on request, and the server's errors as the
 //! client words them.
@@ -16,6 +15,7 @@ use palisade_client::api::{
 use palisade_client::{Client, ClientConfig, ClientError, GetOptions, ListOptions, Overrides};
 use palisade_model::{FileDocument, Kind, LoadOptions, Resource};
 
+use crate::cli::ExplainOutput;
 use crate::Outcome;
 
 /// Where the control plane is and who is asking.
@@ -152,37 +152,6 @@ pub struct AuditArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub connection: Connection,
-}
-
-/// `palisade explain`.
-#[derive(Debug, Args)]
-pub struct ExplainArgs {
-    /// Explain against these files instead of a server's live state.
-    #[arg(short = 'f', long = "file", value_name = "PATH", num_args = 1..)]
-    pub paths: Vec<PathBuf>,
-    /// Source: [tenant:][namespace/]name, an IP, or tenant:IP.
-    #[arg(long, value_name = "REF")]
-    pub from: String,
-    /// Destination, same forms.
-    #[arg(long, value_name = "REF")]
-    pub to: String,
-    /// tcp, udp, sctp, icmp, icmpv6 or a protocol number.
-    #[arg(long, value_name = "PROTO")]
-    pub proto: String,
-    /// Destination port (ICMP: type << 8 | code).
-    #[arg(long, value_name = "N")]
-    pub port: Option<u16>,
-    /// Also show the tiers, policies and rules consulted.
-    #[arg(long)]
-    pub detail: bool,
-    /// Print the explanation as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Tenant that Kubernetes objects in -f files land in.
-    #[arg(long = "k8s-tenant", value_name = "NAME", default_value = "kubernetes")]
-    pub kubernetes_tenant: String,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -640,71 +609,29 @@ pub fn audit(args: AuditArgs) -> Result<Outcome> {
     Ok(Outcome::Yes)
 }
 
-/// Runs `palisade explain`: with `-f` against files, else against the server.
-pub fn explain(args: ExplainArgs) -> Result<Outcome> {
-    let (explanation, text, detail) = if args.paths.is_empty() {
-        let client = args.connection.client()?;
-        let request = ExplainRequest {
-            from: args.from.clone(),
-            to: args.to.clone(),
-            proto: args.proto.clone(),
-            port: args.port,
-        };
-        let r = runtime()?.block_on(client.explain(&request))?;
-        (r.explanation, r.text, r.detail)
-    } else {
-        explain_local(&args)?
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&explanation)?);
-    } else if args.detail {
-        println!("{detail}");
-    } else {
-        println!("{text}");
+/// Runs `palisade explain` without `-f`: against the server's live state,
+/// printed as the local form prints it.
+pub fn explain(args: &crate::cli::ExplainArgs) -> Result<Outcome> {
+    if args.flows.is_some() {
+        bail!("--flows needs -f FILES; the server explains one flow per request");
     }
-    Ok(match explanation.verdict {
-        palisade_policy::Verdict::Allow => Outcome::Yes,
-        _ => Outcome::No,
-    })
-}
-
-fn explain_local(args: &ExplainArgs) -> Result<(palisade_policy::Explanation, String, String)> {
-    let opts = LoadOptions {
-        kubernetes_tenant: args.kubernetes_tenant.clone(),
+    let request = ExplainRequest {
+        from: args.from.clone().context("give --from")?,
+        to: args.to.clone().context("give --to")?,
+        proto: args.proto.clone().context("give --proto")?,
+        port: args.port,
+        icmp_type: args.icmp_type,
+        icmp_code: args.icmp_code,
     };
-    let intent = palisade_model::load_paths(&args.paths, &opts)
-        .map_err(|d| anyhow::anyhow!("{d}\n{} error(s) in the resources", d.len()))?;
-    let peer = |text: &str| -> Result<palisade_policy::FlowPeer<'_>> {
-        Ok(match intent.resolve(text)? {
-            palisade_model::Target::Endpoint(e) => palisade_policy::FlowPeer::Endpoint(e),
-            palisade_model::Target::Address { tenant, ip } => {
-                palisade_policy::FlowPeer::Address { tenant, ip }
-            }
-        })
-    };
-    let protocol = palisade_model::Protocol::ALL
-        .into_iter()
-        .find(|p| p.as_str().eq_ignore_ascii_case(&args.proto))
-        .map(palisade_model::Protocol::number)
-        .or_else(|| args.proto.parse().ok())
-        .with_context(|| {
-            format!(
-                "--proto {}: use tcp, udp, sctp, icmp, icmpv6 or a number",
-                args.proto
-            )
-        })?;
-    let explanation = palisade_policy::evaluate(
-        &intent,
-        &palisade_policy::Flow {
-            src: peer(&args.from)?,
-            dst: peer(&args.to)?,
-            protocol,
-            port: args.port.unwrap_or(0),
-        },
-    );
-    let text = explanation.to_string();
-    let detail = format!("{explanation:#}");
-    Ok((explanation, text, detail))
+    let client = args.connection.client()?;
+    let response = runtime()?.block_on(client.explain(&request))?;
+    match args.output {
+        ExplainOutput::Text if args.steps => println!("{}", response.detail),
+        ExplainOutput::Text => println!("{}", response.text),
+        ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&response.explanation)?),
+        ExplainOutput::Jsonl => println!("{}", serde_json::to_string(&response.explanation)?),
+    }
+    Ok(Outcome::Yes)
 }
 
 #[cfg(test)]
