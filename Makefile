@@ -7,8 +7,10 @@ CARGO ?= cargo
 PALISADE := target/release/palisade
 
 # Debian packages the build, the tests and the demo use.
+# chromium: the web UI's browser test (headless, driven by playwright-core;
+# Node.js >= 20.19 and npm build the UI and must be installed beforehand).
 DEB_PACKAGES := clang llvm libbpf-dev linux-libc-dev gcc-multilib protobuf-compiler \
-	iproute2 iptables nftables iperf3 tcpdump etcd-server etcd-client bpftool
+	iproute2 iptables nftables iperf3 tcpdump etcd-server etcd-client bpftool chromium
 
 .PHONY: deps demo test build lint
 

@@ -366,6 +366,9 @@ pub struct ServerStatus {
     pub role: String,
     /// Agents that reported (admins only; empty for other roles).
     pub agents: Vec<AgentStatus>,
+    /// This server's flow history (`docs/visibility.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<crate::visibility::FlowHistoryCounts>,
 }
 
 /// A resource as the node stream carries it: the user's document and its

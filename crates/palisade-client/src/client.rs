@@ -100,7 +100,7 @@ impl Client {
         self.current.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn request(&self, server: &str, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, server: &str, method: Method, path: &str) -> RequestBuilder {
         let mut rb = self
             .http
             .request(method, format!("{server}{API_PREFIX}{path}"));
@@ -143,7 +143,7 @@ impl Client {
         }))
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -381,7 +381,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -393,7 +393,7 @@ fn encode(text: &str) -> String {
     out
 }
 
-fn encode_query(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn encode_query(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{k}={}", encode(v)))
@@ -411,7 +411,7 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    fn new(response: reqwest::Response) -> Lines {
+    pub(crate) fn new(response: reqwest::Response) -> Lines {
         Lines {
             url: response.url().to_string(),
             body: Box::pin(response.bytes_stream()),

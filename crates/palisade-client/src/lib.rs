@@ -5,6 +5,8 @@
 //!   over HTTP(S) with bearer tokens, errors turned into messages for people;
 //! - [`NodeStream`]: an agent's stream of snapshots and deltas that detects a
 //!   silent server and reconnects from its last revision;
+//! - [`visibility`]: flow records, rule counters and the segmentation map
+//!   (the wire types of `docs/visibility.md`), and their routes on [`Client`];
 //! - [`ClientConfig`]: `--server`/`--token` > `PALISADE_SERVER`/`PALISADE_TOKEN`
 //!   > `~/.config/palisade/config.yaml` contexts.
 //!
@@ -20,7 +22,10 @@ mod config;
 #[cfg(feature = "http")]
 mod error;
 #[cfg(feature = "http")]
+mod flows;
+#[cfg(feature = "http")]
 mod node_stream;
+pub mod visibility;
 
 #[cfg(feature = "http")]
 pub use client::{Client, GetOptions, ListOptions, WatchStream};
@@ -28,5 +33,7 @@ pub use client::{Client, GetOptions, ListOptions, WatchStream};
 pub use config::{ClientConfig, ConfigFile, Context, Overrides};
 #[cfg(feature = "http")]
 pub use error::ClientError;
+#[cfg(feature = "http")]
+pub use flows::FlowStream;
 #[cfg(feature = "http")]
 pub use node_stream::{NodeEvent, NodeStream, NodeStreamOptions};

@@ -8,6 +8,10 @@
 //! - One store watch per server fanned out to every agent's node stream
 //!   ([`fanout`]).
 //! - Explain against the live state, agents' status, audit log, OpenAPI.
+//! - Visibility (`docs/visibility.md`): agents' flow records in a bounded
+//!   history, followed by clients ([`flows`]); per-rule hit counters
+//!   ([`counters`]); a tenant's segmentation map ([`map`]); Prometheus
+//!   metrics ([`metrics`]); the web UI at `/ui/` ([`ui`]).
 //!
 //! Start one with [`Server::start`]; the routes are in `docs/api.md`.
 
@@ -15,11 +19,16 @@
 
 mod agents;
 pub mod auth;
+mod counters;
 mod error;
 mod fanout;
+mod flows;
+mod map;
+mod metrics;
 mod openapi;
 mod routes;
 mod stored;
+mod ui;
 mod write;
 
 use std::net::SocketAddr;
@@ -63,11 +72,16 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// The tenant Kubernetes Pods and NetworkPolicies land in.
     pub kubernetes_tenant: String,
+    /// Flow records kept in memory; the oldest are dropped beyond it.
+    pub flow_history: usize,
+    /// Also serve `/metrics`, without a token, on this address (plain HTTP).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
     /// A configuration with the defaults: no TLS, no tokens, 10,000
-    /// revisions kept, compaction every minute, heartbeats every 5 s.
+    /// revisions kept, compaction every minute, heartbeats every 5 s,
+    /// 20,000 flow records, no separate metrics listener.
     pub fn new(listen: SocketAddr, store: StoreSpec) -> ServerConfig {
         ServerConfig {
             listen,
@@ -78,6 +92,8 @@ impl ServerConfig {
             compact_every: Duration::from_secs(60),
             heartbeat: Duration::from_secs(5),
             kubernetes_tenant: LoadOptions::default().kubernetes_tenant,
+            flow_history: 20_000,
+            metrics_listen: None,
         }
     }
 }
@@ -91,12 +107,16 @@ pub(crate) struct Shared {
     pub fanout: fanout::Fanout,
     pub agents: agents::Agents,
     pub heartbeat: Duration,
+    pub flows: flows::FlowHistory,
+    pub counters: counters::Counters,
+    pub metrics: metrics::Metrics,
 }
 
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     tls: bool,
+    metrics_addr: Option<SocketAddr>,
     handle: axum_server::Handle,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -145,6 +165,9 @@ impl Server {
             fanout,
             agents: agents::Agents::default(),
             heartbeat: config.heartbeat,
+            flows: flows::FlowHistory::new(config.flow_history),
+            counters: counters::Counters::default(),
+            metrics: metrics::Metrics::new(),
         });
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
@@ -157,8 +180,17 @@ impl Server {
         };
         listener.set_nonblocking(true).map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
-        let app = routes::router(shared).into_make_service();
         let handle = axum_server::Handle::new();
+        let mut background = Vec::new();
+        let metrics_addr = match config.metrics_listen {
+            Some(at) => {
+                let (task, bound) = serve_metrics(at, shared.clone(), handle.clone())?;
+                background.push(task);
+                Some(bound)
+            }
+            None => None,
+        };
+        let app = routes::router(shared).into_make_service();
         let is_tls = tls.is_some();
         let serve = match tls {
             Some(tls) => {
@@ -179,14 +211,17 @@ impl Server {
             %addr,
             tls = is_tls,
             store = %store.describe(),
+            metrics = ?metrics_addr,
             "palisade server listening"
         );
+        background.extend([fanout_task, compaction]);
         Ok(Server {
             addr,
             tls: is_tls,
+            metrics_addr,
             handle,
             serve,
-            background: vec![fanout_task, compaction],
+            background,
             store,
         })
     }
@@ -194,6 +229,11 @@ impl Server {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `--metrics-listen` address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Its base URL, `http://` or `https://` and the address.
@@ -230,6 +270,33 @@ impl Server {
             tracing::warn!(%error, "closing the store failed");
         }
     }
+}
+
+/// Serves `/metrics` without a token on a second, plain-HTTP listener that
+/// stops with the main one.
+fn serve_metrics(
+    at: SocketAddr,
+    shared: Arc<Shared>,
+    handle: axum_server::Handle,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), ServerError> {
+    let fail = |source| ServerError::Listen {
+        addr: at.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(at).map_err(fail)?;
+    listener.set_nonblocking(true).map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics::metrics_open))
+        .with_state(shared)
+        .into_make_service();
+    let server = axum_server::from_tcp(listener).handle(handle);
+    let task = tokio::spawn(async move {
+        if let Err(error) = server.serve(app).await {
+            tracing::error!(%error, "the metrics listener failed");
+        }
+    });
+    Ok((task, bound))
 }
 
 /// Compacts the store every `every`, keeping the last `keep` revisions.

@@ -53,6 +53,15 @@ fn integer() -> Value {
 }
 
 fn schemas() -> Value {
+    let mut all = core_schemas();
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), visibility_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The intent's, the audit log's and the agents' schemas.
+fn core_schemas() -> Value {
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "message": {"type": "string"},
@@ -92,6 +101,53 @@ fn schemas() -> Value {
             {"type": "object", "description": "type delta: the changes of one revision for the node's tenants", "properties": {"type": {"const": "delta"}, "revision": {"type": "integer"},
                 "changes": {"type": "array", "items": {"type": "object", "properties": {"op": {"enum": ["put", "delete", "identities"]}}}}}},
             {"type": "object", "description": "type heartbeat, every few seconds", "properties": {"type": {"const": "heartbeat"}, "revision": {"type": "integer"}}}]}
+    })
+}
+
+/// The schemas of the visibility routes (docs/visibility.md).
+fn visibility_schemas() -> Value {
+    json!({
+        "FlowRecord": {"type": "object", "description": "One flow event with Elastic Common Schema field names, dotted names as nested objects (docs/visibility.md); other fields are kept",
+            "required": ["@timestamp", "event", "source", "destination", "network", "palisade"], "properties": {
+            "@timestamp": {"type": "string", "format": "date-time"},
+            "event": {"type": "object", "required": ["action"], "properties": {
+                "kind": {"type": "string"}, "category": {"type": "array", "items": {"type": "string"}},
+                "action": {"enum": ["connection-allowed", "packet-denied", "audit-would-deny", "connection-closed", "connection-cut"]},
+                "outcome": {"enum": ["success", "failure"]}, "reason": {"type": "string"}}},
+            "source": {"type": "object", "required": ["ip"], "properties": {"ip": {"type": "string"}, "port": {"type": "integer"}}},
+            "destination": {"type": "object", "required": ["ip"], "properties": {"ip": {"type": "string"}, "port": {"type": "integer"}}},
+            "network": {"type": "object", "required": ["transport"], "properties": {"transport": {"type": "string"}, "direction": {"enum": ["ingress", "egress"]}}},
+            "rule": {"type": "object", "properties": {"name": {"type": "string"}, "ruleset": {"type": "string"}}},
+            "palisade": {"type": "object", "required": ["tenant"], "properties": {
+                "tenant": {"type": "string"}, "node": {"type": "string"},
+                "source": {"type": "object", "properties": {"endpoint": {"type": "string"}, "identity": {"type": "integer"}}},
+                "destination": {"type": "object", "properties": {"endpoint": {"type": "string"}, "identity": {"type": "integer"}}},
+                "packets": {"type": "integer"}, "bytes": {"type": "integer"}, "suppressed": {"type": "integer"},
+                "audit": {"type": "object", "properties": {"rule": {"type": "string"}}}}}}},
+        "FlowBatch": {"oneOf": [
+            {"type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": {"$ref": "#/components/schemas/FlowRecord"}}}},
+            {"type": "array", "items": {"$ref": "#/components/schemas/FlowRecord"}}]},
+        "FlowsAccepted": {"type": "object", "properties": {"accepted": {"type": "integer"}}},
+        "Attribution": {"type": "object", "required": ["kind"], "description": "kind rule (tier, tenant, policy, direction, index, action), tier_default (tier, tenant, direction), tenant_default / not_isolated (tenant, direction), self_traffic, cross_tenant",
+            "properties": {"kind": {"enum": ["rule", "tier_default", "tenant_default", "not_isolated", "self_traffic", "cross_tenant"]},
+                "tier": {"type": "string"}, "tenant": {"type": "string"}, "policy": {"type": "string"}, "direction": {"enum": ["ingress", "egress"]},
+                "index": {"type": "integer"}, "action": {"enum": ["allow", "deny", "log", "pass"]}}},
+        "CounterReport": {"type": "object", "required": ["counters"], "properties": {"counters": {"type": "array", "items": {"type": "object",
+            "required": ["attribution", "packets", "bytes"], "properties": {"attribution": {"$ref": "#/components/schemas/Attribution"},
+                "packets": {"type": "integer"}, "bytes": {"type": "integer"}}}}}},
+        "RuleHitsList": {"type": "object", "properties": {"tenant": {"type": "string"}, "revision": {"type": "integer"}, "rules": {"type": "array", "items": {"type": "object", "properties": {
+            "attribution": {"$ref": "#/components/schemas/Attribution"}, "text": {"type": "string"}, "mode": {"enum": ["enforce", "audit"]},
+            "packets": {"type": "integer"}, "bytes": {"type": "integer"}, "nodes": {"type": "array", "items": {"type": "string"}},
+            "wouldDeny": {"type": "integer"}, "inIntent": {"type": "boolean"}}}}}},
+        "TenantMap": {"type": "object", "properties": {"tenant": {"type": "string"}, "revision": {"type": "integer"}, "groupBy": {"type": "string"},
+            "groups": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "label": {"type": "string"}, "kind": {"enum": ["endpoints", "world"]},
+                "members": {"type": "array", "items": {"type": "object", "properties": {"ref": {"type": "string"}, "name": {"type": "string"}, "labels": {"type": "object"},
+                    "ips": {"type": "array", "items": {"type": "string"}}, "node": {"type": "string"}, "identity": {"type": ["integer", "null"]}}}},
+                "policies": {"type": "array", "items": {"type": "string"}}}}},
+            "edges": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+                "ports": {"type": "array", "items": {"type": "object", "properties": {"protocol": {"type": "string"}, "first": {"type": "integer"}, "last": {"type": "integer"},
+                    "text": {"type": "string"}, "coverage": {"enum": ["all", "some"]}, "allowedBy": {"type": "array", "items": {"type": "string"}},
+                    "auditWouldDeny": {"type": "array", "items": {"type": "string"}}}}}}}}}}
     })
 }
 
@@ -151,6 +207,54 @@ fn paths(kinds: Value, namespace: Value, version: Value) -> Value {
     })
 }
 
+fn all_paths(kinds: Value, namespace: Value, version: Value) -> Value {
+    let mut all = paths(kinds, namespace, version);
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), visibility_paths()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The visibility routes (docs/visibility.md).
+fn visibility_paths() -> Value {
+    json!({
+        "/api/v1/nodes/{node}/flows": {"post": {
+            "summary": "An agent pushes flow records (all or nothing, at most 5,000 or 4 MiB per push); palisade.node is filled in or must be this node",
+            "parameters": [param("node", "path", "the node", string())],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlowBatch"}}}},
+            "responses": with_errors(json!({"200": ok("how many were kept", "FlowsAccepted")}), &[400, 401, 403])}},
+        "/api/v1/nodes/{node}/counters": {"put": {
+            "summary": "An agent reports every rule counter of its node (absolute values, replacing its last report)",
+            "parameters": [param("node", "path", "the node", string())],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CounterReport"}}}},
+            "responses": with_errors(json!({"204": {"description": "recorded"}}), &[400, 401, 403, 503])}},
+        "/api/v1/flows": {"get": {
+            "summary": "Flow records this server holds, oldest first, as NDJSON; follow=true keeps the stream open with new ones (empty lines keep it alive)",
+            "parameters": [param("tenant", "query", "only this tenant's (tenant tokens: always their own)", string()),
+                param("endpoint", "query", "only flows from or to this endpoint: tenant:name, or name in any tenant", string()),
+                param("verdict", "query", "allow (connection-allowed, -closed), deny (packet-denied, connection-cut), audit (audit-would-deny)", json!({"enum": ["allow", "deny", "audit"]})),
+                param("since", "query", "RFC 3339 time or a duration back from now (15m)", string()),
+                param("follow", "query", "keep the stream open", json!({"type": "boolean"})),
+                param("limit", "query", "at most this many, the newest (without follow)", integer())],
+            "responses": with_errors(json!({"200": ndjson("one record per line", "FlowRecord")}), &[400, 401, 403])}},
+        "/api/v1/tenants/{tenant}/map": {"get": {
+            "summary": "The segmentation map: groups of endpoints (and world), and the edges the live policy allows between them",
+            "parameters": [param("tenant", "path", "the tenant", string()),
+                param("groupBy", "query", "identity (default) or label:KEY", string())],
+            "responses": with_errors(json!({"200": ok("groups and edges", "TenantMap")}), &[400, 401, 403, 404])}},
+        "/api/v1/tenants/{tenant}/rules": {"get": {
+            "summary": "Every rule and default of the tenant's intent with the packets it decided (summed over agents); zero for rules that never matched",
+            "parameters": [param("tenant", "path", "the tenant", string())],
+            "responses": with_errors(json!({"200": ok("the rules", "RuleHitsList")}), &[401, 403, 404])}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (OpenMetrics text); admin token, or no token on --metrics-listen",
+            "responses": with_errors(json!({"200": {"description": "application/openmetrics-text"}}), &[401, 403])}},
+        "/ui/": {"get": {
+            "summary": "The web UI (no token needed for the page; it asks for one)", "security": [],
+            "responses": {"200": {"description": "text/html"}}}}
+    })
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let kinds = param(
@@ -178,7 +282,7 @@ pub fn document() -> Value {
             "schemas": schemas()
         },
         "security": [{"bearer": []}],
-        "paths": paths(kinds, namespace, version)
+        "paths": all_paths(kinds, namespace, version)
     })
 }
 

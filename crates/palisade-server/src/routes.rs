@@ -30,9 +30,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::fanout::{self, Fanout, Opened};
+use crate::metrics::StreamKind;
 use crate::stored::{self, StoredDocument};
 use crate::write::{self, Change};
 use crate::Shared;
+use crate::{counters, flows, map, metrics, ui};
 
 /// Largest request body: above the store's transaction limit, so that an
 /// oversized apply gets the "split it" answer rather than a bare 413.
@@ -50,6 +52,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/nodes/{node}/stream", get(node_stream))
         .route("/api/v1/nodes/{node}/status", put(node_status))
+        .route("/api/v1/nodes/{node}/flows", post(flows::push))
+        .route("/api/v1/nodes/{node}/counters", put(counters::put))
+        .route("/api/v1/flows", get(flows::list))
+        .route("/api/v1/tenants/{tenant}/map", get(map::get))
+        .route("/api/v1/tenants/{tenant}/rules", get(counters::list))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .route("/api/v1/{kinds}", get(list))
         .route(
             "/api/v1/{kinds}/{name}",
@@ -59,6 +70,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/{kinds}/{tenant}/{name}",
             get(get_one).delete(delete_one),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            metrics::track,
+        ))
         .fallback(|| async {
             ApiError::not_found("no such route; GET /openapi.json lists every route")
         })
@@ -78,7 +93,7 @@ impl FromRequestParts<Arc<Shared>> for Principal {
 }
 
 /// A JSON body whose syntax errors are answered in the API's error format.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<Shared>> for JsonBody<T> {
     type Rejection = ApiError;
@@ -462,7 +477,7 @@ struct FromQuery {
 
 type Lines = mpsc::Sender<Result<Bytes, Infallible>>;
 
-fn ndjson(receiver: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
+pub(crate) fn ndjson(receiver: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(ReceiverStream::new(receiver)),
@@ -487,7 +502,9 @@ async fn watch(
     };
     let mut events = shared.store.watch(stored::RESOURCES, from).await?;
     let (sender, receiver) = mpsc::channel(64);
+    let guard = shared.metrics.stream_opened(StreamKind::Watch);
     tokio::spawn(async move {
+        let _guard = guard;
         while let Some(event) = events.next().await {
             let line = match event {
                 Ok(event) => match watch_line(&principal, event) {
@@ -557,7 +574,7 @@ fn watch_line(principal: &Principal, event: palisade_store::WatchEvent) -> Optio
 // ---- explain ---------------------------------------------------------------
 
 /// The validated intent of the current state, and its revision.
-async fn live_intent(shared: &Shared) -> Result<(Intent, u64), ApiError> {
+pub(crate) async fn live_intent(shared: &Shared) -> Result<(Intent, u64), ApiError> {
     let listing = shared.store.list(stored::RESOURCES).await?;
     let mut resources = Vec::with_capacity(listing.items.len());
     for kv in &listing.items {
@@ -633,6 +650,15 @@ async fn status(
         subject: principal.subject.clone(),
         role: principal.role.to_string(),
         agents,
+        flows: Some({
+            let counts = shared.flows.counts();
+            palisade_client::visibility::FlowHistoryCounts {
+                records: counts.records,
+                capacity: counts.capacity,
+                received: counts.received,
+                dropped: counts.dropped,
+            }
+        }),
     }))
 }
 
@@ -644,7 +670,7 @@ struct AuditQuery {
 }
 
 /// `since`: an RFC 3339 time, or a duration back from now (`1h`, `30m`).
-fn parse_since(text: &str) -> Result<SystemTime, ApiError> {
+pub(crate) fn parse_since(text: &str) -> Result<SystemTime, ApiError> {
     humantime::parse_rfc3339_weak(text)
         .ok()
         .or_else(|| {
@@ -729,13 +755,18 @@ async fn node_stream(
         "node stream opened"
     );
     let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(run_node_stream(
+    let guard = shared.metrics.stream_opened(StreamKind::Node);
+    let stream = run_node_stream(
         shared.fanout.clone(),
         node,
         opened,
         shared.heartbeat,
         sender,
-    ));
+    );
+    tokio::spawn(async move {
+        let _guard = guard;
+        stream.await;
+    });
     Ok(ndjson(receiver))
 }
 
@@ -821,7 +852,7 @@ async fn node_status(
 
 /// Used by the OpenAPI check: every route the router serves.
 #[cfg(test)]
-pub(crate) const ROUTES: [&str; 11] = [
+pub(crate) const ROUTES: [&str; 18] = [
     "/openapi.json",
     "/api/v1/apply",
     "/api/v1/explain",
@@ -830,6 +861,13 @@ pub(crate) const ROUTES: [&str; 11] = [
     "/api/v1/audit",
     "/api/v1/nodes/{node}/stream",
     "/api/v1/nodes/{node}/status",
+    "/api/v1/nodes/{node}/flows",
+    "/api/v1/nodes/{node}/counters",
+    "/api/v1/flows",
+    "/api/v1/tenants/{tenant}/map",
+    "/api/v1/tenants/{tenant}/rules",
+    "/metrics",
+    "/ui/",
     "/api/v1/{kinds}",
     "/api/v1/{kinds}/{name}",
     "/api/v1/{kinds}/{tenant}/{name}",

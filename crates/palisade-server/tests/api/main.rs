@@ -2,9 +2,11 @@
 //! redb files and real etcd clusters started by the tests.
 
 mod auth;
+mod browser;
 mod cluster;
 mod common;
 mod etcd_server;
 mod resources;
 mod streams;
 mod tls;
+mod visibility;
