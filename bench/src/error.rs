@@ -42,6 +42,29 @@ pub enum BenchError {
         source: io::Error,
     },
 
+    /// The palisade agent could not start or set up its policy.
+    #[error("palisade agent: {0}")]
+    Agent(#[from] palisade_agent::AgentError),
+
+    /// A firewall was set up but the flow it must let through does not pass.
+    #[error("{firewall}: the benchmark's flow does not pass within {waited_s} s after setup")]
+    FlowBlocked {
+        /// The firewall.
+        firewall: String,
+        /// How long the setup waited.
+        waited_s: u64,
+    },
+
+    /// A file of a firewall's setup could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A program run inside a namespace (`ip netns exec NS PROGRAM`) could not start.
     #[error(
         "cannot run `{program}` in namespace {netns} (is it installed and on PATH?): {source}"

@@ -1,7 +1,7 @@
 //! The firewalls the benchmarks compare, each set up in the node namespace
 //! of a [`Testbed`]: iptables (Debian's default backend, and the legacy one),
-//! nftables as a linear chain and with one set lookup, and palisade (to be
-//! wired once the agent exists).
+//! nftables as a linear chain and with one set lookup, and palisade (its
+//! agent, in this process).
 //!
 //! Every firewall gets the same rules: one DROP per (source address,
 //! destination port) pair that no flow uses, then an ACCEPT of the measured
@@ -162,15 +162,129 @@ impl fmt::Debug for Setup {
 /// an allow of the flow `bench:src` → `bench:dst` on
 /// [`FLOW_PORT`](crate::testbed::FLOW_PORT).
 ///
-/// Not available yet: the agent is being written. To wire it, start the
-/// agent for the lab's node here, wait until the flow passes (e.g. a
-/// `lab.probe`), and return it in `Setup::Ready { keep }` so that it stops
-/// when the variant is done.
+/// The agent runs in this process (its threads in the node's namespace),
+/// with its policy directory, state and pins under the lab's directories
+/// (removed when the lab goes down). Returns once the flow passes; the agent
+/// stops when the returned `keep` is dropped. One palisade setup per testbed
+/// at a time: drop the previous `Setup` before setting up again.
 pub fn setup_palisade(testbed: &Testbed, blocked: &[(Ipv4Addr, u16)]) -> Result<Setup> {
-    let _ = (testbed, blocked);
-    Ok(Setup::Unavailable {
-        reason: "the palisade agent is not written yet (wire firewall::setup_palisade)".into(),
+    let lab = testbed.lab();
+    let node = &lab.nodes()[0];
+    let dir = palisade_lab::state_dir(lab.name()).join("bench-palisade");
+    let policies = dir.join("policies");
+    let write = |path: std::path::PathBuf, text: &str| {
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|source| BenchError::Write { path, source })
+    };
+    write(policies.join("testbed.yaml"), crate::testbed::TESTBED_YAML)?;
+    write(policies.join("rules.yaml"), &palisade_rules(blocked))?;
+
+    let mut config = palisade_agent::AgentConfig::new(&node.name, vec![policies]);
+    config.netns = Some(node.netns.clone());
+    config.bpffs_dir = palisade_lab::agent_bpffs_dir(lab.name(), &node.name);
+    config.state_dir = dir.join("state");
+    config.uplinks = lab
+        .uplinks(&node.name)
+        .into_iter()
+        .map(|u| palisade_agent::UplinkSpec {
+            tenant: u.tenant,
+            ifname: u.ifname,
+            nexthop: u.nexthop,
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let state_dir = config.state_dir.clone();
+    let agent = palisade_agent::Agent::start(config)?;
+
+    // Compiling and loading thousands of rules takes a moment: wait for the
+    // agent's first reconcile (probing earlier only fails, and leaves the
+    // sender's ARP for its gateway to be retried a second later), then
+    // until the flow passes (UDP to a port nobody listens on yet is
+    // answered by an ICMP port unreachable, which counts as reachable).
+    let wait = std::time::Duration::from_secs(300);
+    let reconciled = || {
+        palisade_agent::read_status(&state_dir)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.reconciles > 0)
+    };
+    while !reconciled() {
+        if started.elapsed() > wait {
+            return Err(BenchError::FlowBlocked {
+                firewall: Firewall::Palisade.to_string(),
+                waited_s: wait.as_secs(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (src, dst) = (
+        palisade_lab::Place::Endpoint(crate::testbed::SRC_ENDPOINT.into()),
+        palisade_lab::Place::Endpoint(crate::testbed::DST_ENDPOINT.into()),
+    );
+    while !lab
+        .probe(
+            &src,
+            &dst,
+            palisade_model::Protocol::Udp,
+            crate::testbed::FLOW_PORT,
+            std::time::Duration::from_millis(500),
+        )
+        .is_reachable()
+    {
+        if started.elapsed() > wait {
+            return Err(BenchError::FlowBlocked {
+                firewall: Firewall::Palisade.to_string(),
+                waited_s: wait.as_secs(),
+            });
+        }
+    }
+    tracing::info!(
+        rules = blocked.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "palisade enforces the benchmark's policy"
+    );
+    Ok(Setup::Ready {
+        keep: Some(Box::new(agent)),
     })
+}
+
+/// The palisade policy of the benchmark: the destination denies each pair
+/// of `blocked` (a `/32` CIDR peer on a UDP port), then allows the flow;
+/// the source may send the flow.
+pub fn palisade_rules(blocked: &[(Ipv4Addr, u16)]) -> String {
+    let port = crate::testbed::FLOW_PORT;
+    let mut text = String::from(
+        "apiVersion: palisade.dev/v1\n\
+         kind: Policy\n\
+         metadata: {name: bench-dst, tenant: bench}\n\
+         spec:\n  selector: role == 'dst'\n  ingress:\n",
+    );
+    for (addr, port) in blocked {
+        writeln!(
+            text,
+            "    - {{action: deny, from: [{{cidr: {addr}/32}}], ports: [{{protocol: UDP, port: {port}}}]}}"
+        )
+        .unwrap();
+    }
+    writeln!(
+        text,
+        "    - {{action: allow, from: [{{selector: role == 'src'}}], ports: [{{protocol: UDP, port: {port}}}]}}"
+    )
+    .unwrap();
+    text.push_str(
+        "---\n\
+         apiVersion: palisade.dev/v1\n\
+         kind: Policy\n\
+         metadata: {name: bench-src, tenant: bench}\n\
+         spec:\n  selector: role == 'src'\n  egress:\n",
+    );
+    writeln!(
+        text,
+        "    - {{action: allow, to: [{{selector: role == 'dst'}}], ports: [{{protocol: UDP, port: {port}}}]}}"
+    )
+    .unwrap();
+    text
 }
 
 /// `count` (source address, UDP destination port) pairs that no flow of a
@@ -301,4 +415,24 @@ pub fn on_path(program: &str) -> bool {
         std::fs::metadata(dir.join(program))
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_palisade_rules_are_valid_and_allow_only_the_flow() {
+        let text = format!(
+            "{}---\n{}",
+            crate::testbed::TESTBED_YAML,
+            palisade_rules(&unused_pairs(3))
+        );
+        let intent = palisade_model::load_str(&text, "rules.yaml", &Default::default()).unwrap();
+        let dst = &intent.policies[0];
+        assert_eq!(dst.name, "bench-dst");
+        let rules = dst.ingress.as_ref().unwrap();
+        assert_eq!(rules.len(), 4, "three denies, then the allow");
+        assert_eq!(rules[3].action, palisade_model::Action::Allow);
+    }
 }

@@ -1,1 +1,57 @@
-//! palisade-agent
+//! palisade's per-host agent: keeps one node's eBPF datapath equal to the
+//! intent.
+//!
+//! A [`Source`] (by default [`DirectorySource`]: resource files, watched)
+//! hands over complete [`Snapshot`]s. The agent allocates identities
+//! (persisted in its state directory, so a restart keeps them), compiles the
+//! tenants present on its node, turns the result into map contents
+//! ([`desired()`], a pure function), diffs them against what the kernel's
+//! maps hold ([`Plan`]) and applies the changes in an order that never opens
+//! a hole, then bumps the policy revision so established connections are
+//! decided again. It attaches the programs to endpoint ports and uplinks as
+//! they appear (TCX links pinned on bpffs: they outlive the agent, and a new
+//! agent takes them over in place), and turns datapath events into the flow
+//! log (ECS JSON lines).
+//!
+//! ```no_run
+//! # fn demo() -> palisade_agent::Result<()> {
+//! use palisade_agent::{Agent, AgentConfig};
+//! let mut config = AgentConfig::new("node-1", vec!["/etc/palisade/policies".into()]);
+//! config.netns = Some("pl_demo_n_node-1".into());
+//! config.uplinks.push("acme=up1@169.254.101.2".parse()?);
+//! let agent = Agent::start(config)?;
+//! // ... later:
+//! agent.stop()?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/agent.md` for the command, the restart behaviour and the flow
+//! log's fields.
+
+mod agent;
+mod config;
+pub mod desired;
+mod error;
+pub mod flowlog;
+mod interfaces;
+pub mod names;
+mod netns;
+mod ports;
+pub mod reconcile;
+pub mod source;
+mod state;
+mod uninstall;
+
+pub use agent::{Agent, Stopper};
+pub use config::{
+    default_bpffs_dir, default_state_dir, AgentConfig, FlowLogTarget, Timing, UplinkSpec,
+    DEFAULT_BPFFS_ROOT, DEFAULT_STATE_ROOT,
+};
+pub use desired::{desired, ipcache_key, node_intent, policy_entry, Desired, NodeInputs};
+pub use error::{AgentError, Result};
+pub use interfaces::{Link, NodeLinks};
+pub use netns::enter_netns;
+pub use reconcile::{ChangeCounts, MapContents, Plan};
+pub use source::{DirectorySource, Snapshot, Source, SourceUpdate, StopFlag, Updates};
+pub use state::{read_status, AgentStatus, ReconcileStatus, StateDir, STATUS_FILE};
+pub use uninstall::{uninstall, Uninstalled};

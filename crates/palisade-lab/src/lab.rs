@@ -22,9 +22,13 @@ use crate::probe::{self, Job, Place, ProbeRecord, ProbeResult};
 use crate::process;
 use crate::responder::{self, ServeArgs, WORLD_PORTS};
 use crate::state::{
-    state_dir, state_file, EndpointInfo, NodeInfo, State, Uplink, WorldInfo, STATE_ROOT,
+    agents_bpffs_root, state_dir, state_file, AgentInfo, EndpointInfo, NodeInfo, State, Uplink,
+    WorldInfo, STATE_ROOT,
 };
 use crate::topology;
+
+/// How long a stopping agent gets to exit on SIGTERM before SIGKILL.
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How to build a lab.
 #[derive(Debug, Clone)]
@@ -147,6 +151,13 @@ impl Lab {
                     .filter(|r| process::is_same_process(r.pid, r.start_time))
                     .map(|r| r.pid),
             );
+            pids.extend(
+                state
+                    .agents
+                    .iter()
+                    .filter(|a| a.is_running())
+                    .map(|a| a.pid),
+            );
         }
         pids.sort_unstable();
         pids.dedup();
@@ -161,6 +172,19 @@ impl Lab {
             batch.push(format!("netns del {ns}"));
         }
         ip::run(&batch)?;
+
+        // The agents' pins (maps and links; the links died with the namespaces).
+        let pins = agents_bpffs_root(name);
+        match fs::remove_dir_all(&pins) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(LabError::Io {
+                    action: "remove",
+                    path: pins,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
 
         let dir = state_dir(name);
         match fs::remove_dir_all(&dir) {
@@ -199,6 +223,39 @@ impl Lab {
             .into_iter()
             .filter(|l| naming::validate_lab_name(l).is_ok())
             .collect())
+    }
+
+    /// The agents recorded for the lab's nodes.
+    pub fn agents(&self) -> &[AgentInfo] {
+        &self.state.agents
+    }
+
+    /// Records an agent started for one of the lab's nodes, so that `down`
+    /// and [`Lab::stop_agents`] stop it; replaces an earlier record of the node.
+    pub fn record_agent(&mut self, agent: AgentInfo) -> Result<()> {
+        self.state.agents.retain(|a| a.node != agent.node);
+        self.state.agents.push(agent);
+        self.state.agents.sort_by(|a, b| a.node.cmp(&b.node));
+        self.state.write()
+    }
+
+    /// Stops the recorded agents (SIGTERM, SIGKILL after a few seconds) and
+    /// forgets them; returns their records. Their pins stay
+    /// and keep the datapath enforcing: remove them with `palisade agent
+    /// --uninstall` (`palisade lab agents down` does), or take the lab down.
+    pub fn stop_agents(&mut self) -> Result<Vec<AgentInfo>> {
+        let running: Vec<AgentInfo> = self
+            .state
+            .agents
+            .iter()
+            .filter(|a| a.is_running())
+            .cloned()
+            .collect();
+        let pids: Vec<i32> = running.iter().map(|a| a.pid).collect();
+        process::terminate_all(&pids, AGENT_STOP_GRACE);
+        let all = std::mem::take(&mut self.state.agents);
+        self.state.write()?;
+        Ok(all)
     }
 
     /// The lab's name.

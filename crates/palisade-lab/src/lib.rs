@@ -44,7 +44,7 @@ pub use lab::{ordered_pairs, DownSummary, Lab, LabOptions};
 pub use naming::MacAddr;
 pub use probe::{world_label, Place, ProbeRecord, ProbeResult};
 pub use state::{
-    state_dir, state_file, EndpointInfo, NodeInfo, ResponderInfo, State, Uplink, WorldInfo,
-    STATE_ROOT,
+    agent_bpffs_dir, agents_bpffs_root, state_dir, state_file, AgentInfo, EndpointInfo, NodeInfo,
+    ResponderInfo, State, Uplink, WorldInfo, STATE_ROOT,
 };
 pub use topology::ENDPOINT_GATEWAY;

@@ -79,6 +79,32 @@ pub(crate) fn kill_all(pids: &[i32]) -> usize {
     killed.len()
 }
 
+/// Asks every process in `pids` to stop with SIGTERM, waits up to `grace`
+/// for each to exit, then kills what is left with SIGKILL (see
+/// [`kill_all`]). Returns how many were running.
+pub(crate) fn terminate_all(pids: &[i32], grace: Duration) -> usize {
+    let mut running = Vec::new();
+    for &pid in pids {
+        match kill(Pid::from_raw(pid), Signal::SIGTERM) {
+            Ok(()) => running.push(pid),
+            Err(Errno::ESRCH) => {}
+            Err(e) => tracing::warn!(pid, error = %e, "could not signal lab process"),
+        }
+    }
+    let deadline = Instant::now() + grace;
+    let mut left: Vec<i32> = running.clone();
+    while !left.is_empty() && Instant::now() < deadline {
+        left.retain(|&pid| !is_gone(pid));
+        thread::sleep(Duration::from_millis(5));
+    }
+    left.retain(|&pid| !is_gone(pid));
+    if !left.is_empty() {
+        tracing::warn!(pids = ?left, "still running after SIGTERM; killing");
+        kill_all(&left);
+    }
+    running.len()
+}
+
 /// Whether `pid` has exited: reaped now (if it is our child), gone, or a zombie
 /// that its own parent will reap.
 fn is_gone(pid: i32) -> bool {

@@ -110,6 +110,69 @@ pub struct ResponderInfo {
     pub start_time: u64,
 }
 
+/// Where the agents of lab `lab` pin their maps and links:
+/// `/sys/fs/bpf/palisade/lab-<lab>` (one directory per node below it).
+/// `down` removes it.
+pub fn agents_bpffs_root(lab: &str) -> PathBuf {
+    Path::new(AGENTS_BPFFS_ROOT).join(format!("lab-{lab}"))
+}
+
+/// Where the agent of `node` in lab `lab` pins its maps and links.
+pub fn agent_bpffs_dir(lab: &str, node: &str) -> PathBuf {
+    agents_bpffs_root(lab).join(node)
+}
+
+/// The bpffs directory under which palisade agents pin by default.
+const AGENTS_BPFFS_ROOT: &str = "/sys/fs/bpf/palisade";
+
+/// A palisade agent started for a node of the lab (`palisade lab agents
+/// up`), recorded so that `down` stops it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The node it enforces.
+    pub node: String,
+    /// Process id.
+    pub pid: i32,
+    /// Start time from `/proc/<pid>/stat`, so that a reused pid is never
+    /// mistaken for the agent.
+    pub start_time: u64,
+    /// Its pin directory on bpffs.
+    pub bpffs_dir: PathBuf,
+    /// Its state directory (with its `status.json`).
+    pub state_dir: PathBuf,
+    /// Its flow log.
+    pub flow_log: PathBuf,
+    /// Its standard output and error.
+    pub log: PathBuf,
+}
+
+impl AgentInfo {
+    /// The record of running process `pid` (`None` when it is gone).
+    pub fn for_process(
+        node: &str,
+        pid: i32,
+        bpffs_dir: PathBuf,
+        state_dir: PathBuf,
+        flow_log: PathBuf,
+        log: PathBuf,
+    ) -> Option<AgentInfo> {
+        Some(AgentInfo {
+            node: node.to_string(),
+            pid,
+            start_time: crate::process::start_time(pid)?,
+            bpffs_dir,
+            state_dir,
+            flow_log,
+            log,
+        })
+    }
+
+    /// Whether the recorded process still runs.
+    pub fn is_running(&self) -> bool {
+        crate::process::is_same_process(self.pid, self.start_time)
+    }
+}
+
 /// Everything a lab is made of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -131,6 +194,10 @@ pub struct State {
     pub worlds: Vec<WorldInfo>,
     /// Responder processes.
     pub responders: Vec<ResponderInfo>,
+    /// Agents started for the lab's nodes (absent in state files written
+    /// before agents existed).
+    #[serde(default)]
+    pub agents: Vec<AgentInfo>,
 }
 
 impl State {
@@ -146,6 +213,7 @@ impl State {
             endpoints: vec![],
             worlds: vec![],
             responders: vec![],
+            agents: vec![],
         }
     }
 
@@ -196,5 +264,39 @@ impl State {
             .and_then(|()| file.sync_all())
             .map_err(io("write", &tmp))?;
         fs::rename(&tmp, &path).map_err(io("rename into place", &path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_written_before_agents_existed_reads_with_none() {
+        let mut state = State::new("t", false, Ipv4Addr::new(198, 51, 100, 1));
+        let mut json = serde_json::to_value(&state).unwrap();
+        json.as_object_mut().unwrap().remove("agents");
+        let read: State = serde_json::from_value(json).unwrap();
+        assert_eq!(read, state);
+
+        state.agents.push(AgentInfo {
+            node: "n1".into(),
+            pid: 1,
+            start_time: u64::MAX,
+            bpffs_dir: agent_bpffs_dir("t", "n1"),
+            state_dir: "/run/palisade/lab/t/agents/n1".into(),
+            flow_log: "/run/palisade/lab/t/n1.flows.jsonl".into(),
+            log: "/run/palisade/lab/t/n1.agent.log".into(),
+        });
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);
+        assert_eq!(
+            agent_bpffs_dir("t", "n1"),
+            Path::new("/sys/fs/bpf/palisade/lab-t/n1")
+        );
+        assert!(
+            !state.agents[0].is_running(),
+            "pid 1 is not the recorded process"
+        );
     }
 }

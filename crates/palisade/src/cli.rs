@@ -58,6 +58,16 @@ pub enum Command {
     )]
     Server(crate::server_cmd::ServerArgs),
 
+    /// Enforce the resources on one node: eBPF programs on its endpoint ports, kept in sync
+    /// with the files, flow log. Runs until SIGTERM/SIGINT; the datapath keeps enforcing after.
+    #[command(after_help = "Examples:\n  \
+        palisade agent --node node-1 --policy-dir /etc/palisade/policies --flow-log /var/log/palisade/flows.jsonl\n  \
+        palisade agent --node node-1 --netns pl_palisade_n_node-1 --policy-dir examples/three-tier \\\n    \
+        --uplink acme=up1@169.254.101.2 --uplink globex=up2@169.254.102.2 --flow-log -\n  \
+        palisade agent --node node-1 --uninstall     # detach everything and remove the pins\n\n\
+        A restarted agent adopts the pinned maps and links of the previous one without a gap (docs/agent.md).")]
+    Agent(crate::agent_cmd::AgentArgs),
+
     /// Create or update resources on the server from files, all or nothing.
     #[command(after_help = "Example:\n  palisade apply -f examples/three-tier\n\n\
         Files are checked locally first (errors name file:line:col and nothing is sent); the server then\n\
@@ -91,6 +101,14 @@ pub enum Command {
         after_help = "Examples:\n  palisade audit --since 1h\n  palisade audit --tenant acme --since 2024-05-01T00:00:00Z"
     )]
     Audit(crate::remote::AuditArgs),
+
+    /// Flows the agents saw, from the control plane: one line per flow, once or as they arrive.
+    #[command(after_help = "Examples:\n  palisade flows --follow --tenant acme\n  \
+        palisade flows --verdict deny --since 15m\n  palisade flows --endpoint acme:db-1 -o json\n\n\
+        Lines read: 12:01:07 DENY acme:web-1 → acme:db-1 tcp/5432 default deny of tenant acme\n\
+        (times in UTC). A server holds the flows of the agents connected to it; tenant tokens see\n\
+        only their tenant's flows.")]
+    Flows(crate::flows_cmd::FlowsArgs),
 }
 
 /// Where resources come from.
@@ -238,6 +256,10 @@ pub enum LabCommand {
         after_help = "Example:\n  palisade lab exec acme:web-1 -- curl -s http://10.0.2.10:8080"
     )]
     Exec(LabExecArgs),
+
+    /// Start, stop or show the palisade agents of a lab (one per node).
+    #[command(subcommand)]
+    Agents(crate::lab_agents::LabAgentsCommand),
 }
 
 /// A lab's name.

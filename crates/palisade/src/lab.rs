@@ -36,6 +36,7 @@ pub fn run(command: LabCommand) -> Result<Outcome> {
         }
         LabCommand::Probe(args) => probe(&args),
         LabCommand::Exec(args) => exec(&args),
+        LabCommand::Agents(command) => crate::lab_agents::run(command),
     }
 }
 
@@ -97,7 +98,19 @@ fn up(args: &LabUpArgs) -> Result<Outcome> {
         }
     }
     if !lab.is_plain() {
-        println!("nothing flows until a palisade agent enforces policy on each node");
+        println!("nothing flows until a palisade agent enforces policy on each node:");
+        let paths = crate::lab_agents::absolute_paths(&args.sources.paths)?;
+        let sources: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        println!(
+            "  palisade lab agents up --name {} -f {}",
+            lab.name(),
+            sources.join(" ")
+        );
+        println!("or by hand, one per node (in the background):");
+        for node in lab.nodes() {
+            let args = crate::lab_agents::agent_args(&lab, &node.name, &paths);
+            println!("  palisade {}", args.join(" "));
+        }
     }
     Ok(Outcome::Yes)
 }

@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod agent_cmd;
 mod check;
 mod cli;
 mod compile;
 mod explain;
+mod flows_cmd;
 mod lab;
+mod lab_agents;
 mod remote;
 mod server_cmd;
 
@@ -54,11 +57,13 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Compile(args) => compile::run(&args),
         Command::Lab(args) => lab::run(args),
         Command::Server(args) => server_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::Apply(args) => remote::apply(args),
         Command::Get(args) => remote::get(args),
         Command::Delete(args) => remote::delete(args),
         Command::Status(args) => remote::status(args),
         Command::Audit(args) => remote::audit(args),
+        Command::Flows(args) => flows_cmd::run(args),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Client> {
         let config = ClientConfig::resolve(&Overrides {
             server: self.server.clone(),
             token: self.token.clone(),

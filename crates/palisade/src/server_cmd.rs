@@ -54,6 +54,16 @@ pub struct ServerArgs {
     /// Tenant that Kubernetes Pods and NetworkPolicies land in.
     #[arg(long = "k8s-tenant", value_name = "NAME", default_value = "kubernetes")]
     pub kubernetes_tenant: String,
+
+    /// Flow records from agents kept in memory; the oldest are dropped
+    /// beyond it (and counted).
+    #[arg(long = "flow-history", value_name = "N", default_value_t = 20_000)]
+    pub flow_history: usize,
+
+    /// Also serve /metrics without a token on this address (plain HTTP; keep
+    /// it on a private network). /metrics on --listen needs an admin token.
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A duration such as `5s`, `1m`, `1h 30m`.
@@ -86,6 +96,12 @@ pub fn run(args: ServerArgs) -> Result<Outcome> {
     config.compact_every = args.compact_every;
     config.heartbeat = args.heartbeat;
     config.kubernetes_tenant = args.kubernetes_tenant;
+    config.flow_history = args.flow_history;
+    config.metrics_listen = args
+        .metrics_listen
+        .as_deref()
+        .map(listen_addr)
+        .transpose()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(config))?;
     Ok(Outcome::Yes)
@@ -103,6 +119,10 @@ async fn serve(config: ServerConfig) -> Result<()> {
             "DISABLED, every caller is an admin; use --tokens FILE"
         }
     );
+    eprintln!("web UI: {}/ui/", server.url());
+    if let Some(metrics) = server.metrics_addr() {
+        eprintln!("metrics without a token: http://{metrics}/metrics");
+    }
     let stopped = tokio::select! {
         result = server.wait() => Some(result),
         _ = stop_signal() => None,

@@ -1,0 +1,743 @@
+//! The agent: loads (or adopts) the datapath, then keeps the kernel equal to
+//! the desired state of its node as the intent and the node's interfaces
+//! change, writes the flow log and collects expired connections.
+//!
+//! Threads, all created by the agent's own thread (so all in the node's
+//! network namespace):
+//! - the **loop** (the agent's thread) owns the datapath and the compiler.
+//!   It waits for inputs — a new snapshot from the source, a change of the
+//!   node's interfaces, a stop — takes every input waiting, recompiles when
+//!   the intent changed, and reconciles once (`reconcile.rs` for the order);
+//!   every second it runs conntrack GC;
+//! - the **source** ([`Source`], by default [`DirectorySource`]);
+//! - **links**: netlink notifications → a rescan → the loop;
+//! - **events**: the ring buffer and the GC's expired connections → the flow log.
+//!
+//! Input that fails (invalid files, a compile error, a table that does not
+//! fit) is logged with every detail and changes nothing: the kernel keeps
+//! enforcing the last good state. Stopping leaves the datapath enforcing.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use palisade_datapath::{ClosedFlow, Datapath, DatapathConfig, EventReader};
+use palisade_model::Intent;
+use palisade_policy::{CompiledTables, Compiler, Identities, IdentityAllocator};
+
+use crate::config::AgentConfig;
+use crate::desired::{self, node_intent, NodeInputs};
+use crate::error::{AgentError, Result};
+use crate::flowlog::{self, FlowLog, WallClock};
+use crate::interfaces::{LinkWatcher, NodeLinks};
+use crate::names::EventNames;
+use crate::ports::Ports;
+use crate::reconcile::{
+    apply_additions, apply_policy, apply_removals, Capacities, ChangeCounts, MapContents, Plan,
+    RemovalsFirst,
+};
+use crate::source::{DirectorySource, Snapshot, Source, SourceUpdate, StopFlag, Updates};
+use crate::state::{AgentStatus, ReconcileStatus, StateDir};
+
+/// How often helper threads with nothing to do check whether to stop.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+/// First wait before a failed reconcile is tried again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between attempts of a failing reconcile.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Most events written per flush of the flow log.
+const EVENT_BATCH: usize = 4096;
+
+/// What the loop waits for.
+enum Input {
+    Source(SourceUpdate),
+    Links(NodeLinks),
+    Failed {
+        thread: &'static str,
+        error: AgentError,
+    },
+    Stop,
+}
+
+/// Asks a running agent to stop; clonable, usable from any thread (a signal handler thread).
+#[derive(Debug, Clone)]
+pub struct Stopper(Sender<Input>);
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Input::Source(_) => "Source",
+            Input::Links(_) => "Links",
+            Input::Failed { .. } => "Failed",
+            Input::Stop => "Stop",
+        })
+    }
+}
+
+impl Stopper {
+    /// Asks the agent to stop (it returns from [`Agent::wait`] shortly).
+    pub fn stop(&self) {
+        let _ = self.0.send(Input::Stop);
+    }
+}
+
+/// A running agent. Dropping it stops it.
+#[derive(Debug)]
+pub struct Agent {
+    inputs: Sender<Input>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Agent {
+    /// Starts an agent reading `config.policy_paths`. Returns once the
+    /// datapath is loaded (or adopted) and every thread runs; the first
+    /// reconcile follows as soon as the files are read.
+    pub fn start(config: AgentConfig) -> Result<Agent> {
+        let source = DirectorySource::new(
+            config.policy_paths.clone(),
+            config.load_options.clone(),
+            config.timing,
+        )?;
+        Agent::start_with_source(config, Box::new(source))
+    }
+
+    /// Starts an agent whose desired state comes from `source`.
+    pub fn start_with_source(config: AgentConfig, source: Box<dyn Source>) -> Result<Agent> {
+        let (inputs, receiver) = mpsc::channel();
+        let (started_tx, started) = mpsc::sync_channel(1);
+        let loop_inputs = inputs.clone();
+        let thread = thread::Builder::new()
+            .name("palisade-agent".into())
+            .spawn(move || {
+                let opened = Enforcer::open(config).and_then(|mut enforcer| {
+                    let helpers = enforcer.start_helpers(source, &loop_inputs)?;
+                    Ok((enforcer, helpers))
+                });
+                match opened {
+                    Ok((enforcer, helpers)) => {
+                        let _ = started_tx.send(Ok(()));
+                        let result = enforcer.run(&receiver);
+                        helpers.stop();
+                        result
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        Ok(())
+                    }
+                }
+            })
+            .map_err(|e| AgentError::Thread {
+                thread: "palisade-agent",
+                reason: format!("cannot start: {e}"),
+            })?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Agent {
+                inputs,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(join(thread).err().unwrap_or(AgentError::Thread {
+                thread: "palisade-agent",
+                reason: "ended before it started".into(),
+            })),
+        }
+    }
+
+    /// A handle that stops the agent from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.inputs.clone())
+    }
+
+    /// Waits until the agent ends: after [`Stopper::stop`], or on an error
+    /// that keeps it from following the intent (the datapath keeps
+    /// enforcing the last state either way).
+    pub fn wait(mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(thread) => join(thread),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the agent and waits for it.
+    pub fn stop(self) -> Result<()> {
+        self.stopper().stop();
+        self.wait()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.inputs.send(Input::Stop);
+            if let Err(e) = join(thread) {
+                tracing::warn!(error = %e, "agent ended with an error");
+            }
+        }
+    }
+}
+
+fn join(thread: JoinHandle<Result<()>>) -> Result<()> {
+    thread.join().unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into());
+        Err(AgentError::Thread {
+            thread: "palisade-agent",
+            reason: format!("panicked: {reason}"),
+        })
+    })
+}
+
+/// The threads besides the loop.
+struct Helpers {
+    stop: StopFlag,
+    threads: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Helpers {
+    fn stop(self) {
+        self.stop.raise();
+        for (name, thread) in self.threads {
+            if thread.join().is_err() {
+                tracing::error!(thread = name, "agent thread panicked");
+            }
+        }
+    }
+}
+
+/// A compiled desired state.
+struct Compiled {
+    intent: Intent,
+    identities: Identities,
+    tables: CompiledTables,
+    revision: String,
+}
+
+/// The loop's state: the datapath and everything needed to keep it right.
+struct Enforcer {
+    config: AgentConfig,
+    dp: Datapath,
+    events: Option<EventReader>,
+    capacities: Capacities,
+    state: StateDir,
+    allocator: IdentityAllocator,
+    compiler: Compiler,
+    compiled: Option<Compiled>,
+    links: NodeLinks,
+    ports: Ports,
+    /// What the maps hold, as last written or read; `None`: read them first.
+    actual: Option<MapContents>,
+    names: Arc<RwLock<EventNames>>,
+    expired: Option<Sender<Vec<ClosedFlow>>>,
+    status: AgentStatus,
+    notes: Vec<String>,
+    /// After a failed reconcile: when to try again, and the wait after that.
+    retry: Option<(Instant, Duration)>,
+    saved_cookies: Option<Arc<std::collections::BTreeMap<u32, palisade_policy::Attribution>>>,
+}
+
+impl Enforcer {
+    /// Enters the namespace, opens the state directory and the datapath,
+    /// and reads the node's interfaces and the previous agent's attachments.
+    fn open(config: AgentConfig) -> Result<Enforcer> {
+        if let Some(netns) = &config.netns {
+            crate::netns::enter_netns(netns)?;
+        }
+        let state = StateDir::open(&config.state_dir)?;
+        let allocator = state.load_allocator()?;
+        let mut dp = Datapath::open(&DatapathConfig {
+            bpffs_dir: config.bpffs_dir.clone(),
+            map_sizes: config.map_sizes,
+        })?;
+        let capacities = Capacities::read(&config.bpffs_dir)?;
+        let events = dp.take_event_reader()?;
+        let links = NodeLinks::scan()?;
+        let ports = Ports::adopt(&dp);
+        let names = EventNames::new(&config.node, state.load_cookies());
+        let status = AgentStatus {
+            node: config.node.clone(),
+            pid: std::process::id(),
+            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            bpffs_dir: config.bpffs_dir.clone(),
+            adopted: dp.adopted(),
+            reconciles: 0,
+            last_reconcile: None,
+            last_error: None,
+        };
+        tracing::info!(
+            node = %config.node,
+            bpffs = %config.bpffs_dir.display(),
+            adopted = dp.adopted(),
+            interfaces = links.links.len(),
+            "agent started"
+        );
+        Ok(Enforcer {
+            config,
+            dp,
+            events: Some(events),
+            capacities,
+            state,
+            allocator,
+            compiler: Compiler::default(),
+            compiled: None,
+            links,
+            ports,
+            actual: None,
+            names: Arc::new(RwLock::new(names)),
+            expired: None,
+            status,
+            notes: Vec::new(),
+            retry: None,
+            saved_cookies: None,
+        })
+    }
+
+    fn start_helpers(
+        &mut self,
+        source: Box<dyn Source>,
+        inputs: &Sender<Input>,
+    ) -> Result<Helpers> {
+        let stop = StopFlag::new();
+        let mut helpers = Helpers {
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        let spawn = |name: &'static str, work: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .map_err(|e| AgentError::Thread {
+                    thread: name,
+                    reason: format!("cannot start: {e}"),
+                })
+        };
+
+        let flow_log = self
+            .config
+            .flow_log
+            .as_ref()
+            .map(FlowLog::open)
+            .transpose()?;
+        let (expired_tx, expired_rx) = mpsc::channel();
+        self.expired = Some(expired_tx);
+        let events = self.events.take().expect("the event reader is taken once");
+        let (names, s) = (self.names.clone(), stop.clone());
+        let handle = spawn(
+            "palisade-events",
+            Box::new(move || run_events(events, expired_rx, names, flow_log, &s)),
+        );
+        helpers.threads.push(("palisade-events", handle?));
+
+        let watcher = LinkWatcher::open()?;
+        let (tx, s, first, rescan) = (
+            inputs.clone(),
+            stop.clone(),
+            self.links.clone(),
+            self.config.timing.link_rescan,
+        );
+        let handle = spawn(
+            "palisade-links",
+            Box::new(move || {
+                if let Err(error) = run_links(&watcher, first, rescan, &tx, &s) {
+                    let _ = tx.send(Input::Failed {
+                        thread: "palisade-links",
+                        error,
+                    });
+                }
+            }),
+        );
+        helpers.threads.push(("palisade-links", handle?));
+
+        let (tx, s) = (inputs.clone(), stop.clone());
+        let handle = spawn(
+            "palisade-source",
+            Box::new(move || {
+                let updates = {
+                    let tx = tx.clone();
+                    Updates::new(move |update| tx.send(Input::Source(update)).is_ok())
+                };
+                if let Err(error) = source.run(updates, s) {
+                    let _ = tx.send(Input::Failed {
+                        thread: "palisade-source",
+                        error,
+                    });
+                }
+            }),
+        );
+        helpers.threads.push(("palisade-source", handle?));
+        Ok(helpers)
+    }
+
+    /// The loop: inputs, reconciles, conntrack GC, until told to stop.
+    fn run(mut self, inputs: &Receiver<Input>) -> Result<()> {
+        let mut next_gc = Instant::now() + self.config.timing.ct_gc;
+        loop {
+            let wait = next_gc.saturating_duration_since(Instant::now());
+            match inputs.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut reconcile = false;
+                    for input in std::iter::once(first).chain(inputs.try_iter()) {
+                        match input {
+                            Input::Stop => {
+                                tracing::info!(
+                                    "agent stopping; the datapath keeps enforcing the last state"
+                                );
+                                return Ok(());
+                            }
+                            Input::Failed { thread, error } => {
+                                tracing::error!(thread, error = %error, "agent thread failed; the datapath keeps enforcing the last state");
+                                return Err(error);
+                            }
+                            Input::Source(update) => reconcile |= self.on_source(update),
+                            Input::Links(links) => {
+                                if links != self.links {
+                                    self.links = links;
+                                    reconcile = true;
+                                }
+                            }
+                        }
+                    }
+                    if reconcile {
+                        self.reconcile_and_report();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if Instant::now() >= next_gc {
+                self.collect_expired();
+                next_gc = Instant::now() + self.config.timing.ct_gc;
+            }
+            if self.retry.is_some_and(|(at, _)| Instant::now() >= at) {
+                self.reconcile_and_report();
+            }
+        }
+    }
+
+    /// Takes a source update; `true` when there is a new state to reconcile.
+    fn on_source(&mut self, update: SourceUpdate) -> bool {
+        match update {
+            SourceUpdate::Snapshot(snapshot) => match self.compile(*snapshot) {
+                Ok(compiled) => {
+                    self.compiled = Some(compiled);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the new intent cannot be enforced; nothing was changed, the last good state stays enforced");
+                    self.report_error(e.to_string());
+                    false
+                }
+            },
+            SourceUpdate::Rejected { diagnostics } => {
+                for d in diagnostics.iter() {
+                    tracing::error!("{d}");
+                }
+                tracing::error!(
+                    problems = diagnostics.len(),
+                    "policy input rejected; nothing was changed, the last good state stays enforced"
+                );
+                let first = diagnostics.iter().next().map(ToString::to_string);
+                self.report_error(format!(
+                    "policy input rejected ({} problems){}",
+                    diagnostics.len(),
+                    first.map(|d| format!("; first: {d}")).unwrap_or_default()
+                ));
+                false
+            }
+        }
+    }
+
+    /// Identities (allocated here unless the source brings them) and tables
+    /// for this node. The allocator is saved only once both succeeded.
+    fn compile(&mut self, snapshot: Snapshot) -> Result<Compiled> {
+        let started = Instant::now();
+        let (identities, allocator) = match snapshot.identities {
+            Some(ids) => (ids, None),
+            None => {
+                let mut allocator = self.allocator.clone();
+                let ids = allocator.allocate(&snapshot.intent)?;
+                (ids, Some(allocator))
+            }
+        };
+        let intent = node_intent(&snapshot.intent, &self.config.node);
+        let tables = self.compiler.update(&intent, &identities)?;
+        if let Some(allocator) = allocator {
+            self.state.save_allocator(&allocator)?;
+            self.allocator = allocator;
+        }
+        tracing::debug!(
+            entries = tables.len(),
+            tenants = intent.tenants.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "compiled"
+        );
+        Ok(Compiled {
+            intent,
+            identities,
+            tables,
+            revision: snapshot.revision,
+        })
+    }
+
+    fn reconcile_and_report(&mut self) {
+        let started = Instant::now();
+        match self.reconcile() {
+            Ok(None) => self.retry = None,
+            Ok(Some(counts)) => {
+                self.retry = None;
+                let duration = started.elapsed();
+                let revision = self
+                    .dp
+                    .maps()
+                    .config
+                    .get()
+                    .map(|c| c.policy_revision)
+                    .unwrap_or(0);
+                let first = self.status.reconciles == 0;
+                self.status.reconciles += 1;
+                self.status.last_error = None;
+                self.status.last_reconcile = Some(ReconcileStatus {
+                    at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    duration_ms: duration.as_secs_f64() * 1000.0,
+                    changes: counts,
+                    policy_revision: revision,
+                    source: self
+                        .compiled
+                        .as_ref()
+                        .map(|c| c.revision.clone())
+                        .unwrap_or_default(),
+                });
+                let ms = duration.as_secs_f64() * 1000.0;
+                if first && self.dp.adopted() && counts.maps_unchanged() {
+                    tracing::info!(
+                        duration_ms = ms,
+                        revision,
+                        ports = self.ports.count(),
+                        "reconciled: no changes, the adopted maps already hold the desired state ({counts})"
+                    );
+                } else {
+                    tracing::info!(
+                        duration_ms = ms,
+                        revision,
+                        ports = self.ports.count(),
+                        "reconciled: {counts}"
+                    );
+                }
+                self.write_status();
+            }
+            Err(e) => {
+                let wait = self
+                    .retry
+                    .map_or(RETRY_FIRST, |(_, wait)| (wait * 2).min(RETRY_MAX));
+                self.retry = Some((Instant::now() + wait, wait));
+                tracing::error!(error = %e, retry_in_s = wait.as_secs(), "reconcile failed; the maps keep what was applied so far");
+                self.report_error(e.to_string());
+            }
+        }
+    }
+
+    /// One reconcile; `None` when there is no desired state yet (an adopted
+    /// datapath keeps enforcing what it holds).
+    fn reconcile(&mut self) -> Result<Option<ChangeCounts>> {
+        let Some(compiled) = &self.compiled else {
+            return Ok(None);
+        };
+        let desired = desired::desired(&NodeInputs {
+            node: &self.config.node,
+            intent: &compiled.intent,
+            identities: &compiled.identities,
+            tables: &compiled.tables,
+            links: &self.links,
+            uplinks: &self.config.uplinks,
+        });
+        if desired.notes != self.notes {
+            for note in &desired.notes {
+                tracing::warn!("{note}");
+            }
+            self.notes = desired.notes.clone();
+        }
+        let actual = match self.actual.take() {
+            Some(actual) => actual,
+            None => MapContents::read(self.dp.maps())?,
+        };
+        let plan = Plan::between(&actual, &desired.maps);
+        let first = match self.capacities.order(&desired.maps, &plan) {
+            Ok(first) => first,
+            Err(e) => {
+                self.actual = Some(actual);
+                return Err(e);
+            }
+        };
+        let mut counts = plan.counts();
+        match self.apply(&plan, first, &desired.ports) {
+            Ok((attached, detached)) => {
+                counts.attached = attached;
+                counts.detached = detached;
+                self.actual = Some(desired.maps);
+            }
+            Err(e) => {
+                // Part of the plan may be in: read the maps again next time.
+                self.actual = None;
+                return Err(e);
+            }
+        }
+
+        let compiled = self.compiled.as_ref().expect("checked above");
+        if let Ok(mut names) = self.names.write() {
+            names.update(
+                &compiled.intent,
+                &compiled.identities,
+                &Arc::new(compiled.tables.cookies().clone()),
+            );
+        }
+        let cookies = compiled.tables.cookies();
+        if self.saved_cookies.as_deref() != Some(cookies) {
+            match self.state.save_cookies(cookies) {
+                Ok(()) => self.saved_cookies = Some(Arc::new(cookies.clone())),
+                Err(e) => tracing::warn!(error = %e, "cannot save the cookie table"),
+            }
+        }
+        Ok(Some(counts))
+    }
+
+    /// Applies a plan in order (see `reconcile.rs`); returns the hooks
+    /// attached and detached.
+    fn apply(
+        &mut self,
+        plan: &Plan,
+        first: RemovalsFirst,
+        ports: &std::collections::BTreeMap<u32, desired::Port>,
+    ) -> Result<(usize, usize)> {
+        apply_additions(plan, first, self.dp.maps_mut())?;
+        let attached = self.ports.attach_new(&self.dp, ports);
+        apply_policy(plan, first, self.dp.maps_mut())?;
+        let detached = self.ports.detach_gone(&self.dp, ports);
+        apply_removals(plan, first, self.dp.maps_mut())?;
+        if plan.changes_verdicts() {
+            self.dp.bump_policy_revision()?;
+        }
+        Ok((attached, detached))
+    }
+
+    /// Conntrack GC: expired connections the datapath did not report
+    /// closed go to the flow log.
+    fn collect_expired(&mut self) {
+        match self.dp.ct_gc(palisade_datapath::monotonic_now()) {
+            Ok(closed) => {
+                let report: Vec<ClosedFlow> =
+                    closed.into_iter().filter(|c| !c.close_reported()).collect();
+                if let (false, Some(tx)) = (report.is_empty(), &self.expired) {
+                    let _ = tx.send(report);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "conntrack GC failed"),
+        }
+    }
+
+    fn report_error(&mut self, error: String) {
+        self.status.last_error = Some(error);
+        self.write_status();
+    }
+
+    fn write_status(&self) {
+        if let Err(e) = self.state.write_status(&self.status) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    }
+}
+
+/// The links thread: a rescan after every netlink notification (and every
+/// `rescan` anyway); changes go to the loop.
+fn run_links(
+    watcher: &LinkWatcher,
+    mut last: NodeLinks,
+    rescan: Duration,
+    inputs: &Sender<Input>,
+    stop: &StopFlag,
+) -> Result<()> {
+    let mut next_rescan = Instant::now() + rescan;
+    while !stop.is_raised() {
+        let notified = watcher.wait(STOP_CHECK)?;
+        if !notified && Instant::now() < next_rescan {
+            continue;
+        }
+        next_rescan = Instant::now() + rescan;
+        let links = NodeLinks::scan()?;
+        if links != last {
+            last = links.clone();
+            if inputs.send(Input::Links(links)).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The events thread: ring buffer events and expired connections → flow log.
+fn run_events(
+    mut reader: EventReader,
+    expired: Receiver<Vec<ClosedFlow>>,
+    names: Arc<RwLock<EventNames>>,
+    mut log: Option<FlowLog>,
+    stop: &StopFlag,
+) {
+    let mut events = Vec::new();
+    let mut lost_batches: u64 = 0;
+    loop {
+        let stopping = stop.is_raised();
+        events.clear();
+        let first = if stopping {
+            None
+        } else {
+            match reader.next(STOP_CHECK) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an event");
+                    None
+                }
+            }
+        };
+        events.extend(first);
+        while events.len() < EVENT_BATCH {
+            match reader.try_next() {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => break,
+                Err(e) => tracing::warn!(error = %e, "skipping an event"),
+            }
+        }
+        let expired: Vec<ClosedFlow> = expired.try_iter().flatten().collect();
+        if let (Some(log), false) = (&mut log, events.is_empty() && expired.is_empty()) {
+            let clock = WallClock::now();
+            let names = names
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let written = events
+                .iter()
+                .map(|event| flowlog::event_record(event, &names, &clock))
+                .chain(
+                    expired
+                        .iter()
+                        .map(|closed| flowlog::expired_record(closed, &names, &clock)),
+                )
+                .try_for_each(|record| log.write(&record))
+                .and_then(|()| log.flush());
+            drop(names);
+            // Enforcement does not depend on the flow log: report, go on.
+            if let Err(e) = written {
+                lost_batches += 1;
+                if lost_batches.is_power_of_two() {
+                    tracing::error!(error = %e, lost_batches, "flow records lost");
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
