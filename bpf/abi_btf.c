@@ -9,11 +9,13 @@
 #include "drop.h"
 
 struct endpoint abi_endpoint;
+struct endpoint_slot abi_endpoint_slot;
 struct ipcache_key abi_ipcache_key;
 struct ipcache_value abi_ipcache_value;
 struct policy_key abi_policy_key;
 struct policy_value abi_policy_value;
 struct ct_key abi_ct_key;
+struct ct_route abi_ct_route;
 struct ct_entry abi_ct_entry;
 struct tenant_info abi_tenant_info;
 struct uplink_info abi_uplink_info;
@@ -32,6 +34,7 @@ enum policy_verdict abi_policy_verdict;
 enum policy_flags abi_policy_flags;
 enum ct_state abi_ct_state;
 enum ct_flags abi_ct_flags;
+enum route_gen_value abi_route_gen_value;
 enum stat_slot abi_stat_slot;
 enum event_type abi_event_type;
 enum hook abi_hook;

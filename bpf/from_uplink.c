@@ -11,7 +11,8 @@
  * (NOT_LOCAL_DESTINATION), then the shared pipeline: replies of connections
  * the endpoints opened pass, new connections need the endpoint's ingress
  * policy toward the world identity; delivery goes straight into the
- * workload.
+ * workload. A packet of an established connection whose route is cached
+ * skips the address checks and lookups (pipeline.h).
  */
 #include "packet.h"
 #include "drop.h"
@@ -23,10 +24,14 @@ static __always_inline int from_uplink_ipv4(struct __sk_buff *skb, struct packet
 {
 	const struct ipcache_value *src, *dst;
 	const struct endpoint *dst_ep;
+	struct endpoint dst_buf;
+	struct flow flow;
 	int ret;
 
 	ret = parse_ipv4(skb, p);
 	if (ret < 0)
+		return ret;
+	if (pipeline_established(skb, p, &flow, &ret))
 		return ret;
 
 	src = ipcache_lookup(p->tenant, p->saddr);
@@ -42,11 +47,11 @@ static __always_inline int from_uplink_ipv4(struct __sk_buff *skb, struct packet
 		return -DROP_NOT_LOCAL_DESTINATION;
 	p->dst_flags = dst->flags;
 	p->dst_ifindex = dst->ifindex;
-	ret = peer_resolve(p, dst, &p->dst_identity, &dst_ep);
+	ret = peer_resolve(p, dst, &p->dst_identity, &dst_buf, &dst_ep);
 	if (ret < 0)
 		return ret;
 
-	return pipeline_ipv4(skb, p, dst_ep);
+	return pipeline_ipv4(skb, p, &flow, dst_ep);
 }
 
 static __always_inline int from_uplink_handle(struct __sk_buff *skb, struct packet *p)

@@ -10,6 +10,8 @@
  * UNKNOWN_SOURCE; a local endpoint's address coming from the node's stack is
  * SPOOF_IP since the node does not forward), then the shared pipeline:
  * conntrack replies pass, new connections need the endpoint's ingress policy.
+ * A packet of an established connection whose route is cached skips the
+ * address checks and lookups (pipeline.h).
  */
 #include "packet.h"
 #include "drop.h"
@@ -20,10 +22,13 @@
 static __always_inline int to_endpoint_ipv4(struct __sk_buff *skb, struct packet *p, const struct endpoint *ep)
 {
 	const struct ipcache_value *src, *dst;
+	struct flow flow;
 	int ret;
 
 	ret = parse_ipv4(skb, p);
 	if (ret < 0)
+		return ret;
+	if (pipeline_established(skb, p, &flow, &ret))
 		return ret;
 
 	dst = ipcache_lookup(p->tenant, p->daddr);
@@ -41,18 +46,17 @@ static __always_inline int to_endpoint_ipv4(struct __sk_buff *skb, struct packet
 	p->src_identity = src->identity;
 	p->src_flags = src->flags;
 
-	return pipeline_ipv4(skb, p, ep);
+	return pipeline_ipv4(skb, p, &flow, ep);
 }
 
 static __always_inline int to_endpoint_handle(struct __sk_buff *skb, struct packet *p)
 {
-	const struct endpoint *ep;
+	struct endpoint ep;
 	struct ethhdr *eth;
 
-	ep = bpf_map_lookup_elem(&ENDPOINTS, &p->ifindex);
-	if (!ep)
+	if (!endpoint_get(p->ifindex, &ep))
 		return -DROP_UNKNOWN_ENDPOINT;
-	p->tenant = ep->tenant;
+	p->tenant = ep.tenant;
 	if (skb->vlan_present)
 		return -DROP_UNSUPPORTED_L3;
 
@@ -63,7 +67,7 @@ static __always_inline int to_endpoint_handle(struct __sk_buff *skb, struct pack
 
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_IP):
-		return to_endpoint_ipv4(skb, p, ep);
+		return to_endpoint_ipv4(skb, p, &ep);
 	case bpf_htons(ETH_P_ARP):
 		return TC_ACT_OK;
 	case bpf_htons(ETH_P_IPV6):

@@ -22,7 +22,7 @@
 
 #include <linux/types.h>
 
-#define PALISADE_ABI_VERSION 1
+#define PALISADE_ABI_VERSION 2
 
 /* Version stamped in every flow_event; user space rejects other versions. */
 #define EVENT_VERSION 1
@@ -32,6 +32,7 @@ enum abi_limits {
 	DROP_REASON_SLOTS = 64, /* entries of DROP_COUNTERS (drop_reason < this) */
 	STAT_SLOTS = 8,         /* entries of STATS */
 	CHAIN_SLOTS = 8,        /* entries of the CHAIN program array */
+	ENDPOINT_INDEX_SLOTS = 16384, /* entries of ENDPOINT_INDEX (a power of two) */
 };
 
 /* ---- ENDPOINTS: hash, key = __u32 ifindex of the host-side port ---------- */
@@ -48,6 +49,26 @@ _Static_assert(sizeof(struct endpoint) == 28, "endpoint size");
 _Static_assert(__builtin_offsetof(struct endpoint, ipv4) == 12, "endpoint.ipv4");
 _Static_assert(__builtin_offsetof(struct endpoint, mac) == 16, "endpoint.mac");
 _Static_assert(__builtin_offsetof(struct endpoint, host_mac) == 22, "endpoint.host_mac");
+
+/*
+ * ---- ENDPOINT_INDEX: array, an index of ENDPOINTS -------------------------
+ *
+ * Slot ifindex & (ENDPOINT_INDEX_SLOTS - 1) holds a copy of ENDPOINTS[ifindex], so
+ * that the datapath reads an endpoint with an inlined array access instead
+ * of a hash lookup (a helper call). Written by user space through a shared
+ * mapping (BPF_F_MMAPABLE) as a sequence lock: `seq` is odd while a writer
+ * changes the slot; a reader copies the slot, checks `seq` was even and
+ * unchanged and `ifindex` is the port it wants, and otherwise looks in
+ * ENDPOINTS (two ports on one slot, or a write in progress).
+ */
+struct endpoint_slot {
+	__u32 seq;     /* even: stable; odd: being written */
+	__u32 ifindex; /* the port whose endpoint this is; 0 = empty */
+	struct endpoint ep;
+	__u32 pad;     /* to 8 bytes: the array's element stride */
+};
+_Static_assert(sizeof(struct endpoint_slot) == 40, "endpoint_slot size");
+_Static_assert(__builtin_offsetof(struct endpoint_slot, ep) == 8, "endpoint_slot.ep");
 
 /* ---- IPCACHE: LPM trie (tenant, IPv4 prefix) -> identity ----------------- */
 
@@ -75,7 +96,14 @@ struct ipcache_value {
 };
 _Static_assert(sizeof(struct ipcache_value) == 16, "ipcache_value size");
 
-/* ---- POLICY: LPM trie, see policy.h for the lookup order ----------------- */
+/*
+ * ---- POLICY (hash) and POLICY_RANGES (LPM trie), see policy.h ------------
+ *
+ * Both maps use struct policy_key. POLICY holds the entries of one exact
+ * port (prefixlen 96) and those of every port (prefixlen 80); POLICY_RANGES
+ * holds the port ranges (prefixlen 81..95). The Rust handle (maps.rs, Policy)
+ * puts each entry where it belongs and keeps the internal flags below.
+ */
 
 enum policy_direction {
 	POLICY_INGRESS = 1,
@@ -105,6 +133,9 @@ enum policy_verdict {
 enum policy_flags {
 	POLICY_F_LOG = 1 << 0,        /* the rule asks for its flows to be logged */
 	POLICY_F_AUDIT_DENY = 1 << 1, /* an audit-mode rule would deny: report audit_cookie */
+	/* Internal, kept by the loader on prefixlen-80 entries of POLICY, never reported: */
+	POLICY_F_PORT_RANGES = 1 << 6, /* POLICY_RANGES has entries for this (subject, peer, dir, proto) */
+	POLICY_F_NO_DECISION = 1 << 7, /* placeholder carrying PORT_RANGES only: not an entry */
 };
 
 struct policy_value {
@@ -140,6 +171,35 @@ enum ct_state {
 	CT_CLOSED = 5, /* FIN seen both ways, or RST */
 };
 
+/*
+ * Where one direction of a connection is delivered, cached at its first
+ * packet so that established packets skip the IPCACHE, ENDPOINTS and TENANTS
+ * lookups. Valid only while `gen` equals ROUTE_GEN[0] (bumped by the Rust map
+ * handles after every write to those tables and UPLINKS) and for packets on the same
+ * interface and hook; deliver.h documents the update protocol.
+ */
+enum route_gen_value {
+	ROUTE_GEN_UNRESOLVED = 0, /* ct_route.gen: never resolved */
+	ROUTE_GEN_BUSY = 1,       /* ct_route.gen: being rewritten by one CPU */
+	ROUTE_GEN_FIRST = 2,      /* ROUTE_GEN[0] counts from here and skips 0 and 1 */
+};
+
+struct ct_route {
+	__u32 gen;            /* ROUTE_GEN[0] the route was resolved under, or enum route_gen_value */
+	__u32 in_ifindex;     /* interface the packets of this direction arrive on */
+	__u32 target_ifindex; /* verdict_meta.target_ifindex */
+	__be32 nexthop;       /* verdict_meta.nexthop */
+	__u8 src_mac[6];      /* verdict_meta.src_mac */
+	__u8 dst_mac[6];      /* verdict_meta.dst_mac */
+	__u8 hook;            /* enum hook the packets of this direction run in */
+	__u8 action;          /* enum deliver_action */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct ct_route) == 32, "ct_route size");
+_Static_assert(__builtin_offsetof(struct ct_route, target_ifindex) == 8, "ct_route.target_ifindex");
+_Static_assert(__builtin_offsetof(struct ct_route, src_mac) == 16, "ct_route.src_mac");
+_Static_assert(__builtin_offsetof(struct ct_route, hook) == 28, "ct_route.hook");
+
 enum ct_flags {
 	CT_F_SRC_ENDPOINT = 1 << 0, /* originator is a palisade endpoint (egress side applies) */
 	CT_F_DST_ENDPOINT = 1 << 1, /* responder is a palisade endpoint (ingress side applies) */
@@ -167,10 +227,14 @@ struct ct_entry {
 	__u8 flags;           /* enum ct_flags */
 	__u8 hook;            /* enum hook that admitted it */
 	__u8 pad[3];
+	struct ct_route route_fwd; /* delivery of originator -> responder packets */
+	struct ct_route route_rev; /* delivery of replies */
 };
-_Static_assert(sizeof(struct ct_entry) == 80, "ct_entry size");
+_Static_assert(sizeof(struct ct_entry) == 144, "ct_entry size");
 _Static_assert(__builtin_offsetof(struct ct_entry, revision) == 48, "ct_entry.revision");
 _Static_assert(__builtin_offsetof(struct ct_entry, policy_port) == 72, "ct_entry.policy_port");
+_Static_assert(__builtin_offsetof(struct ct_entry, route_fwd) == 80, "ct_entry.route_fwd");
+_Static_assert(__builtin_offsetof(struct ct_entry, route_rev) == 112, "ct_entry.route_rev");
 
 /* ---- TENANTS (key = tenant index) and UPLINKS (key = uplink ifindex) ----- */
 
@@ -223,6 +287,15 @@ struct clock {
 	__u32 hz;           /* the kernel's tick rate, for reference */
 };
 _Static_assert(sizeof(struct clock) == 16, "clock size");
+
+/*
+ * ---- ROUTE_GEN: array of one __u32, written by the Rust map handles -------
+ *
+ * A new value (>= ROUTE_GEN_FIRST) after every write to ENDPOINTS, IPCACHE,
+ * TENANTS or UPLINKS, so that the routes cached in CT entries (struct
+ * ct_route) are resolved again. A tool that writes those maps directly must
+ * bump it too.
+ */
 
 /* ---- counters -------------------------------------------------------------- */
 

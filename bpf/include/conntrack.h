@@ -17,10 +17,15 @@
  * ESTABLISHED until they expire.
  *
  * Revocation: an entry records CONFIG.policy_revision at admission. On a hit
- * with another revision, ct_revalidate() re-runs the policy decision of the
- * original direction (identities as they are now): still allowed -> record
- * the new revision and rules; denied -> CONN_CUT event, entry deleted, packet
- * dropped with POLICY_REVOKED.
+ * with another revision, or when the identities resolved for the packet are
+ * no longer those recorded (an address or port now belongs to another
+ * identity), ct_revalidate() re-runs the policy decision of the original
+ * direction (identities as they are now): still allowed -> record the new
+ * revision, identities and rules; denied -> CONN_CUT event, entry deleted,
+ * packet dropped with POLICY_REVOKED.
+ *
+ * Each entry also caches where each direction is delivered (struct ct_route,
+ * deliver.h), so established packets need no IPCACHE or ENDPOINTS lookup.
  */
 #ifndef PALISADE_CONNTRACK_H
 #define PALISADE_CONNTRACK_H
@@ -28,6 +33,7 @@
 #include "packet.h"
 #include "drop.h"
 #include "policy.h"
+#include "deliver.h"
 
 enum ct_dir {
 	CT_DIR_FWD = 0,
@@ -182,8 +188,29 @@ static __always_inline int ct_update(const struct packet *p, struct ct_entry *ct
 	return 0;
 }
 
-/* Records the first packet of an admitted connection under the packet's tuple. */
-static __always_inline int ct_create(const struct packet *p, const struct ct_key *key)
+/* The connection's identities and rules, oriented as the packet travels. */
+static __always_inline void ct_load_identities(struct packet *p, const struct ct_entry *ct, __u8 dir)
+{
+	p->src_identity = dir == CT_DIR_FWD ? ct->src_identity : ct->dst_identity;
+	p->dst_identity = dir == CT_DIR_FWD ? ct->dst_identity : ct->src_identity;
+	p->egress_cookie = ct->egress_cookie;
+	p->ingress_cookie = ct->ingress_cookie;
+}
+
+/* Whether the identities p resolved are those the connection was decided for. */
+static __always_inline int ct_same_identities(const struct packet *p, const struct ct_entry *ct, __u8 dir)
+{
+	if (dir == CT_DIR_FWD)
+		return p->src_identity == ct->src_identity && p->dst_identity == ct->dst_identity;
+	return p->src_identity == ct->dst_identity && p->dst_identity == ct->src_identity;
+}
+
+/*
+ * Records the first packet of an admitted connection under the packet's
+ * tuple, with the delivery resolved for it in `m` as the forward route.
+ */
+static __always_inline int ct_create(const struct packet *p, const struct ct_key *key,
+				     const struct verdict_meta *m)
 {
 	struct ct_entry ct;
 
@@ -204,7 +231,7 @@ static __always_inline int ct_create(const struct packet *p, const struct ct_key
 	ct.last_seen_ns = p->now;
 	ct.packets_fwd = 1;
 	ct.bytes_fwd = p->len;
-	ct.revision = p->cfg ? p->cfg->policy_revision : 0;
+	ct.revision = p->revision;
 	ct.src_identity = p->src_identity;
 	ct.dst_identity = p->dst_identity;
 	ct.egress_cookie = p->egress_cookie;
@@ -216,6 +243,8 @@ static __always_inline int ct_create(const struct packet *p, const struct ct_key
 		ct.flags |= CT_F_SRC_ENDPOINT;
 	if (is_endpoint(p->dst_flags))
 		ct.flags |= CT_F_DST_ENDPOINT;
+	route_fill(p, &ct.route_fwd, m);
+	ct.route_fwd.gen = p->route_gen;
 	if (bpf_map_update_elem(&CT, key, &ct, BPF_ANY)) {
 		stat_inc(STAT_CT_CREATE_FAILED);
 		return -DROP_CT_CREATE_FAILED;
@@ -257,7 +286,7 @@ static __always_inline int ct_revalidate(struct packet *p, const struct ct_key *
 		bpf_map_delete_elem(&CT, key);
 		ret = -DROP_POLICY_REVOKED;
 	} else {
-		ct->revision = p->cfg ? p->cfg->policy_revision : 0;
+		ct->revision = p->revision;
 		ct->src_identity = p->src_identity;
 		ct->dst_identity = p->dst_identity;
 		ct->egress_cookie = p->egress_cookie;

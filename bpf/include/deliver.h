@@ -13,6 +13,25 @@
  *                        (bpf/README.md, "Chain").
  *   deliver()          - performs META's action on the packet.
  *
+ * The delivery of an established connection is cached per direction in its
+ * CT entry (struct ct_route, abi.h), so that its packets skip the lookups
+ * deliver_prepare() and the hooks' source and destination checks make:
+ *   route_fill()       - copies META's delivery into a route;
+ *   route_store()      - records it in a live CT entry;
+ *   route_load()       - reads a valid route (same ROUTE_GEN, interface and
+ *                        hook as when it was resolved) into a stack copy;
+ *   deliver_cached()   - fills META from it.
+ * A route is valid only while ROUTE_GEN[0] equals the value read at the start
+ * of the packet that resolved it: user space bumps ROUTE_GEN after every
+ * write to a table a route or those checks depend on, so a cached route
+ * always equals what the lookups would give. Rewrites race with readers on
+ * other CPUs, so a writer claims the route (cmpxchg of `gen` to
+ * ROUTE_GEN_BUSY; a loser leaves it alone), writes the fields and publishes
+ * `gen` last (xchg: ordered after the fields); a reader checks `gen` before
+ * and after copying the fields and falls back to the full lookups when it
+ * changed. Loads are not reordered with loads, nor stores with stores, on
+ * x86-64, the architecture this is built and tested on.
+ *
  * Routed deliveries (LOCAL, WORLD) are an IP hop: TTL is decremented with an
  * incremental checksum update, and a packet with TTL <= 1 is dropped
  * (TTL_EXCEEDED; no ICMP time-exceeded is generated).
@@ -30,17 +49,13 @@ static __always_inline struct verdict_meta *meta_get(void)
 	return bpf_map_lookup_elem(&META, &zero);
 }
 
-/*
- * Fills META for p. `dst_ep` is the destination's ENDPOINTS entry when it is
- * a local endpoint (peer_resolve), `ct_new` marks a connection's first packet.
- */
-static __always_inline int deliver_prepare(const struct packet *p, const struct endpoint *dst_ep,
-					   __u8 ct_new, struct verdict_meta **out)
+/* META's description of the packet and its verdict; the delivery is zeroed. */
+static __always_inline struct verdict_meta *meta_fill(const struct packet *p, __u8 ct_new)
 {
 	struct verdict_meta *m = meta_get();
 
 	if (!m)
-		return -DROP_BAD_META;
+		return NULL;
 	__builtin_memset(m, 0, sizeof(*m));
 	m->ifindex = p->ifindex;
 	m->hook = p->hook;
@@ -55,6 +70,20 @@ static __always_inline int deliver_prepare(const struct packet *p, const struct 
 	m->dport = p->dport;
 	m->egress_cookie = p->egress_cookie;
 	m->ingress_cookie = p->ingress_cookie;
+	return m;
+}
+
+/*
+ * Fills META for p. `dst_ep` is the destination's ENDPOINTS entry when it is
+ * a local endpoint (peer_resolve), `ct_new` marks a connection's first packet.
+ */
+static __always_inline int deliver_prepare(const struct packet *p, const struct endpoint *dst_ep,
+					   __u8 ct_new, struct verdict_meta **out)
+{
+	struct verdict_meta *m = meta_fill(p, ct_new);
+
+	if (!m)
+		return -DROP_BAD_META;
 	*out = m;
 
 	/* to_endpoint: the packet is already on its way to the workload. */
@@ -92,6 +121,68 @@ static __always_inline int deliver_prepare(const struct packet *p, const struct 
 	m->action = DELIVER_WORLD;
 	m->target_ifindex = t->uplink_ifindex;
 	m->nexthop = t->nexthop;
+	return 0;
+}
+
+/* The delivery META describes, as a route for packets like p (gen left to the caller). */
+static __always_inline void route_fill(const struct packet *p, struct ct_route *r,
+				       const struct verdict_meta *m)
+{
+	r->in_ifindex = p->ifindex;
+	r->target_ifindex = m->target_ifindex;
+	r->nexthop = m->nexthop;
+	__builtin_memcpy(r->src_mac, m->src_mac, 6);
+	__builtin_memcpy(r->dst_mac, m->dst_mac, 6);
+	r->hook = p->hook;
+	r->action = m->action;
+}
+
+/* Caches META's delivery in `r`, a route of a live CT entry, unless another CPU is at it. */
+static __always_inline void route_store(const struct packet *p, struct ct_route *r,
+					const struct verdict_meta *m)
+{
+	__u32 gen = READ_ONCE(r->gen);
+
+	if (p->route_gen < ROUTE_GEN_FIRST || gen == p->route_gen || gen == ROUTE_GEN_BUSY)
+		return;
+	if (__sync_val_compare_and_swap(&r->gen, gen, ROUTE_GEN_BUSY) != gen)
+		return;
+	route_fill(p, r, m);
+	__sync_lock_test_and_set(&r->gen, p->route_gen);
+}
+
+/* Copies `r` into `out` when it is valid for p; 0 when p must be resolved in full. */
+static __always_inline int route_load(const struct packet *p, const struct ct_route *r,
+				      struct ct_route *out)
+{
+	__u32 gen = READ_ONCE(r->gen);
+
+	if (gen != p->route_gen || gen < ROUTE_GEN_FIRST)
+		return 0;
+	__builtin_memcpy(out, r, sizeof(*out));
+	barrier();
+	if (READ_ONCE(r->gen) != gen)
+		return 0;
+	return out->in_ifindex == p->ifindex && out->hook == p->hook;
+}
+
+/* deliver_prepare() for a packet whose delivery is the cached route `r`. */
+static __always_inline int deliver_cached(const struct packet *p, const struct ct_route *r,
+					  struct verdict_meta **out)
+{
+	struct verdict_meta *m = meta_fill(p, 0);
+
+	if (!m)
+		return -DROP_BAD_META;
+	*out = m;
+	m->action = r->action;
+	m->target_ifindex = r->target_ifindex;
+	m->nexthop = r->nexthop;
+	__builtin_memcpy(m->src_mac, r->src_mac, 6);
+	__builtin_memcpy(m->dst_mac, r->dst_mac, 6);
+	/* Routed deliveries are an IP hop (deliver_prepare() checks the same). */
+	if (r->action != DELIVER_STACK && p->ttl <= 1)
+		return -DROP_TTL_EXCEEDED;
 	return 0;
 }
 

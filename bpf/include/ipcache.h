@@ -18,6 +18,7 @@
 
 #include "packet.h"
 #include "drop.h"
+#include "endpoints.h"
 
 static __always_inline struct ipcache_value *ipcache_lookup(__u32 tenant, __be32 addr)
 {
@@ -31,24 +32,25 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u32 tenant, __be32
 }
 
 /*
- * Identity and flags of an IPCACHE entry; for a local endpoint also its
- * ENDPOINTS entry in *ep. Fails when the tables point at a port that is not
- * an endpoint, or at an endpoint of another tenant.
+ * Identity of an IPCACHE entry; for a local endpoint also its ENDPOINTS
+ * entry, copied to `buf`, in *ep (else *ep is NULL). Fails when the tables
+ * point at a port that is not an endpoint, or at an endpoint of another
+ * tenant.
  */
 static __always_inline int peer_resolve(const struct packet *p, const struct ipcache_value *v,
-					__u32 *identity, const struct endpoint **ep)
+					__u32 *identity, struct endpoint *buf, const struct endpoint **ep)
 {
 	*ep = NULL;
 	if (!(v->flags & IPCACHE_F_LOCAL_ENDPOINT)) {
 		*identity = v->identity;
 		return 0;
 	}
-	*ep = bpf_map_lookup_elem(&ENDPOINTS, &v->ifindex);
-	if (!*ep)
+	if (!endpoint_get(v->ifindex, buf))
 		return -DROP_NO_ROUTE;
-	if ((*ep)->tenant != p->tenant)
+	if (buf->tenant != p->tenant)
 		return -DROP_TENANT_MISMATCH;
-	*identity = (*ep)->identity;
+	*identity = buf->identity;
+	*ep = buf;
 	return 0;
 }
 

@@ -25,6 +25,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ENDPOINTS SEC(".maps");
 
+/* Copies of ENDPOINTS by ifindex & (ENDPOINT_INDEX_SLOTS - 1) (abi.h); mappable for user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ENDPOINT_INDEX_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct endpoint_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ENDPOINT_INDEX SEC(".maps");
+
 /* (tenant, IPv4 prefix) -> identity and location. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -35,7 +45,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } IPCACHE SEC(".maps");
 
-/* (subject, peer, direction, proto, port prefix) -> verdict; see policy.h. */
+/* Policy entries of one port or of all ports (prefixlen 96 or 80); see policy.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} POLICY SEC(".maps");
+
+/* Policy entries of port ranges (prefixlen 81..95); see policy.h. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 262144);
@@ -43,7 +63,7 @@ struct {
 	__type(key, struct policy_key);
 	__type(value, struct policy_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} POLICY SEC(".maps");
+} POLICY_RANGES SEC(".maps");
 
 /* Connections, keyed by the tuple of their first packet. */
 struct {
@@ -80,6 +100,19 @@ struct {
 	__type(value, struct config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } CONFIG SEC(".maps");
+
+/*
+ * Generation of the tables routes are resolved from (abi.h, ROUTE_GEN).
+ * Mappable, so that user space bumps it with one atomic increment.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ROUTE_GEN SEC(".maps");
 
 /* The datapath clock's calibration (abi.h, struct clock). */
 struct {

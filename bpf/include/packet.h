@@ -24,6 +24,11 @@
 #define AF_INET 2
 #define NSEC_PER_MSEC 1000000ULL
 
+/* One load, neither merged with nor moved across other memory accesses. */
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+/* Keeps the compiler from moving memory accesses across this point. */
+#define barrier() asm volatile("" ::: "memory")
+
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
@@ -41,6 +46,11 @@
 struct packet {
 	__u64 now;                 /* datapath clock at entry (clock_now()) */
 	const struct config *cfg;  /* CONFIG[0] */
+	/* Read once at entry, before any table lookup: what is recorded under
+	 * them (CT revision, cached routes) was decided from tables at least as
+	 * new, so a change made meanwhile is seen by the next packet. */
+	__u32 revision;            /* CONFIG.policy_revision */
+	__u32 route_gen;           /* ROUTE_GEN[0] */
 	__u32 ifindex;             /* interface the hook runs on */
 	__u32 len;                 /* skb->len */
 	__u32 tenant;
@@ -83,10 +93,16 @@ static __always_inline __u64 clock_now(void)
 static __always_inline void packet_init(struct packet *p, struct __sk_buff *skb, __u8 hook)
 {
 	__u32 zero = 0;
+	const __u32 *gen;
 
 	__builtin_memset(p, 0, sizeof(*p));
 	p->now = clock_now();
 	p->cfg = bpf_map_lookup_elem(&CONFIG, &zero);
+	if (p->cfg)
+		p->revision = READ_ONCE(p->cfg->policy_revision);
+	gen = bpf_map_lookup_elem(&ROUTE_GEN, &zero);
+	if (gen)
+		p->route_gen = READ_ONCE(*gen);
 	p->ifindex = skb->ifindex;
 	p->len = skb->len;
 	p->hook = hook;

@@ -12,7 +12,7 @@
 use std::net::Ipv4Addr;
 
 /// `PALISADE_ABI_VERSION` of abi.h: bumped when a pinned map's layout changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// `EVENT_VERSION`: the version stamped in every [`FlowEventRaw`].
 pub const EVENT_VERSION: u8 = 1;
 
@@ -124,6 +124,22 @@ abi_struct! {
         pub mac: [u8; 6] = 16,
         /// MAC of the host-side port: the workload's gateway.
         pub host_mac: [u8; 6] = 22,
+    }
+}
+
+abi_struct! {
+    /// ENDPOINT_INDEX value: a copy of `ENDPOINTS[ifindex]` in slot
+    /// `ifindex & (ENDPOINT_INDEX_SLOTS - 1)`, kept by [`crate::Endpoints`]
+    /// (see `bpf/include/endpoints.h`).
+    pub struct EndpointSlot ("endpoint_slot", size 40) {
+        /// Even: stable; odd: being written.
+        pub seq: u32 = 0,
+        /// The port whose endpoint this is; 0 = empty.
+        pub ifindex: u32 = 4,
+        /// Its endpoint.
+        pub ep: Endpoint = 8,
+        /// Padding to the array's 8-byte element stride.
+        pub pad: u32 = 36,
     }
 }
 
@@ -265,6 +281,13 @@ abi_flags! {
         LOG = "POLICY_F_LOG" 1,
         /// An audit-mode rule would deny this: report `audit_cookie`.
         AUDIT_DENY = "POLICY_F_AUDIT_DENY" 2,
+        /// Internal, kept by [`crate::Policy`] on prefixlen-80 entries: the
+        /// (subject, peer, direction, proto) has port ranges in POLICY_RANGES.
+        /// Never returned by [`crate::Policy::entries`].
+        PORT_RANGES = "POLICY_F_PORT_RANGES" 64,
+        /// Internal: a placeholder that only carries [`PORT_RANGES`], not an
+        /// entry. Never returned by [`crate::Policy::entries`].
+        NO_DECISION = "POLICY_F_NO_DECISION" 128,
     }
 }
 
@@ -465,9 +488,48 @@ abi_flags! {
     }
 }
 
+abi_flags! {
+    /// `enum route_gen_value`: the values of [`CtRoute::gen`] that are not a
+    /// ROUTE_GEN value, and the first ROUTE_GEN value.
+    pub mod route_gen ("route_gen_value", u32) {
+        /// The route was never resolved.
+        UNRESOLVED = "ROUTE_GEN_UNRESOLVED" 0,
+        /// One CPU is rewriting the route.
+        BUSY = "ROUTE_GEN_BUSY" 1,
+        /// ROUTE_GEN counts from here (and skips 0 and 1 when it wraps).
+        FIRST = "ROUTE_GEN_FIRST" 2,
+    }
+}
+
+abi_struct! {
+    /// Where one direction of a connection is delivered, cached in its CT
+    /// entry by the datapath (bpf/include/deliver.h). User space only needs
+    /// it to be zero ([`route_gen::UNRESOLVED`]) in entries it writes.
+    pub struct CtRoute ("ct_route", size 32) {
+        /// ROUTE_GEN value the route was resolved under, or a [`route_gen`] value.
+        pub gen: u32 = 0,
+        /// Interface the packets of this direction arrive on.
+        pub in_ifindex: u32 = 4,
+        /// [`VerdictMeta::target_ifindex`].
+        pub target_ifindex: u32 = 8,
+        /// [`VerdictMeta::nexthop`], network order.
+        pub nexthop: [u8; 4] = 12,
+        /// [`VerdictMeta::src_mac`].
+        pub src_mac: [u8; 6] = 16,
+        /// [`VerdictMeta::dst_mac`].
+        pub dst_mac: [u8; 6] = 22,
+        /// [`Hook`] as u8 the packets of this direction run in.
+        pub hook: u8 = 28,
+        /// [`DeliverAction`] as u8.
+        pub action: u8 = 29,
+        /// Padding.
+        pub pad: [u8; 2] = 30,
+    }
+}
+
 abi_struct! {
     /// CT value: one connection.
-    pub struct CtEntry ("ct_entry", size 80) {
+    pub struct CtEntry ("ct_entry", size 144) {
         /// Creation time, CLOCK_MONOTONIC nanoseconds (tick resolution).
         pub created_ns: u64 = 0,
         /// Last packet, CLOCK_MONOTONIC nanoseconds (tick resolution).
@@ -502,6 +564,10 @@ abi_struct! {
         pub hook: u8 = 76,
         /// Padding.
         pub pad: [u8; 3] = 77,
+        /// Delivery of originator -> responder packets (datapath cache).
+        pub route_fwd: CtRoute = 80,
+        /// Delivery of replies (datapath cache).
+        pub route_rev: CtRoute = 112,
     }
 }
 
@@ -652,6 +718,8 @@ abi_flags! {
         STAT_SLOTS = "STAT_SLOTS" 8,
         /// Entries of CHAIN.
         CHAIN_SLOTS = "CHAIN_SLOTS" 8,
+        /// Entries of ENDPOINT_INDEX (a power of two).
+        ENDPOINT_INDEX_SLOTS = "ENDPOINT_INDEX_SLOTS" 16384,
     }
 }
 
@@ -858,11 +926,13 @@ pub type StructLayout = (&'static str, usize, &'static [(&'static str, usize)]);
 /// Every ABI struct, for the layout checks.
 pub const STRUCTS: &[StructLayout] = &[
     entry::<Endpoint>(),
+    entry::<EndpointSlot>(),
     entry::<IpcacheKey>(),
     entry::<IpcacheValue>(),
     entry::<PolicyKey>(),
     entry::<PolicyValue>(),
     entry::<CtKey>(),
+    entry::<CtRoute>(),
     entry::<CtEntry>(),
     entry::<TenantInfo>(),
     entry::<UplinkInfo>(),
@@ -888,6 +958,7 @@ pub const ENUMS: &[CEnum] = &[
     policy_flags::C_ENUM,
     CtState::C_ENUM,
     ct_flags::C_ENUM,
+    route_gen::C_ENUM,
     StatSlot::C_ENUM,
     EventType::C_ENUM,
     Hook::C_ENUM,

@@ -71,7 +71,8 @@ pub struct MapSizes {
     pub endpoints: u32,
     /// IPCACHE: (tenant, prefix) entries.
     pub ipcache: u32,
-    /// POLICY: compiled policy entries of all identities on the node.
+    /// POLICY and POLICY_RANGES (each): compiled policy entries of all
+    /// identities on the node.
     pub policy: u32,
     /// CT: tracked connections (LRU: the least recently used is evicted).
     pub conntrack: u32,
@@ -101,11 +102,12 @@ impl Default for MapSizes {
 }
 
 impl MapSizes {
-    fn by_map(&self) -> [(&'static str, u32); 9] {
+    fn by_map(&self) -> [(&'static str, u32); 10] {
         [
             ("ENDPOINTS", self.endpoints),
             ("IPCACHE", self.ipcache),
             ("POLICY", self.policy),
+            ("POLICY_RANGES", self.policy),
             ("CT", self.conntrack),
             ("TENANTS", self.tenants),
             ("UPLINKS", self.tenants),

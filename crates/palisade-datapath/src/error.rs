@@ -136,6 +136,16 @@ pub enum Error {
         source: Box<aya::maps::MapError>,
     },
 
+    /// A POLICY key with a prefix the lookup never asks for.
+    #[error(
+        "POLICY key prefixlen {prefixlen} is outside 80..=96: subject, peer, direction and \
+         protocol always match in full, only the port is a prefix (build keys with PolicyKey::new)"
+    )]
+    PolicyPrefix {
+        /// The key's prefixlen.
+        prefixlen: u32,
+    },
+
     /// A network namespace could not be entered or left.
     #[error(
         "cannot {action} network namespace {netns}: {source} (does /run/netns/{netns} exist?)"

@@ -1,13 +1,16 @@
 //! The bpf(2) commands aya 0.14 does not expose in the form the loader needs:
 //! opening and pinning objects by path, creating and updating TCX links by
-//! ifindex, reading a link's TCX target, and detaching a link. This is the one
-//! place with raw syscalls; every `unsafe` block says why it is sound.
+//! ifindex, reading a link's TCX target, and detaching a link; and the shared
+//! mapping of a `BPF_F_MMAPABLE` array ([`MappedWords`]). This is the one place
+//! with raw syscalls; every `unsafe` block says why it is sound.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
 
 // Commands and constants of include/uapi/linux/bpf.h (stable kernel ABI).
 const BPF_OBJ_PIN: libc::c_long = 6;
@@ -211,4 +214,70 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
         tcx_ifindex: raw.tcx_ifindex,
         tcx_attach_type: raw.tcx_attach_type,
     })
+}
+
+/// The value area of a `BPF_F_MMAPABLE` array map, mapped shared, as 32-bit
+/// words: atomic operations on them are seen by the BPF programs and by every
+/// other process, which bpf(2) map updates (plain copies) cannot offer.
+pub struct MappedWords {
+    ptr: NonNull<AtomicU32>,
+    words: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is only reached through `&[AtomicU32]`, which is Sync,
+// and it stays valid until `Drop` unmaps it.
+unsafe impl Send for MappedWords {}
+// SAFETY: as above.
+unsafe impl Sync for MappedWords {}
+
+impl MappedWords {
+    /// Maps the first `bytes` bytes of the array map `map`'s values (its
+    /// max_entries times its 8-byte-aligned value size, or less).
+    pub fn map(map: BorrowedFd<'_>, bytes: usize) -> io::Result<Self> {
+        // SAFETY: sysconf has no memory effects.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = bytes.div_ceil(page).max(1) * page;
+        // SAFETY: a new shared mapping of the map's value area (the kernel
+        // refuses maps without BPF_F_MMAPABLE, and lengths past the values);
+        // no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<AtomicU32>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(Self {
+            ptr,
+            words: bytes / 4,
+            len,
+        })
+    }
+
+    /// The words, for atomic operations.
+    pub fn words(&self) -> &[AtomicU32] {
+        // SAFETY: the mapping is page-aligned, holds at least `words` u32s,
+        // stays valid until drop, and is only accessed atomically from user
+        // space (AtomicU32 has the layout of u32).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for MappedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no reference to
+        // it outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
 }

@@ -160,6 +160,7 @@ fn every_map_uses_the_abi_sizes() {
     }
     let expected: BTreeMap<&str, (u32, u32)> = [
         ("ENDPOINTS", (4, size::<abi::Endpoint>())),
+        ("ENDPOINT_INDEX", (4, size::<abi::EndpointSlot>())),
         (
             "IPCACHE",
             (size::<abi::IpcacheKey>(), size::<abi::IpcacheValue>()),
@@ -168,6 +169,11 @@ fn every_map_uses_the_abi_sizes() {
             "POLICY",
             (size::<abi::PolicyKey>(), size::<abi::PolicyValue>()),
         ),
+        (
+            "POLICY_RANGES",
+            (size::<abi::PolicyKey>(), size::<abi::PolicyValue>()),
+        ),
+        ("ROUTE_GEN", (4, 4)),
         ("CT", (size::<abi::CtKey>(), size::<abi::CtEntry>())),
         ("TENANTS", (4, size::<abi::TenantInfo>())),
         ("UPLINKS", (4, size::<abi::UplinkInfo>())),
