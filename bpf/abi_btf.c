@@ -19,6 +19,8 @@ struct ct_route abi_ct_route;
 struct ct_entry abi_ct_entry;
 struct tenant_info abi_tenant_info;
 struct uplink_info abi_uplink_info;
+struct vni_info abi_vni_info;
+struct vxlan_gbp_opt abi_vxlan_gbp_opt;
 struct config abi_config;
 struct clock abi_clock;
 struct counter abi_counter;

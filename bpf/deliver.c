@@ -32,9 +32,7 @@ int deliver_prog(struct __sk_buff *skb)
 	p.ingress_cookie = m->ingress_cookie;
 
 	ret = deliver(skb, m);
-	if (ret < 0)
-		return drop_packet(skb, &p, -ret);
-	return ret;
+	return hook_exit(skb, &p, ret);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -10,7 +10,8 @@
  * flagged local with this port; else SPOOF_IP), destination resolved in
  * IPCACHE (else UNKNOWN_DESTINATION), then the shared pipeline: conntrack, the
  * egress policy of the source and the ingress policy of a palisade
- * destination, chain, delivery. A packet of an established connection whose
+ * destination (local, or on another node), chain, delivery: straight into a
+ * local workload, over the overlay to another node, or out of the uplink. A packet of an established connection whose
  * route is cached skips the address checks and lookups (pipeline.h).
  */
 #include "packet.h"
@@ -31,7 +32,7 @@ static __always_inline int from_endpoint_ipv4(struct __sk_buff *skb, struct pack
 	ret = parse_ipv4(skb, p);
 	if (ret < 0)
 		return ret;
-	if (pipeline_established(skb, p, &flow, &ret))
+	if (pipeline_established(skb, p, &flow, &ret, NULL))
 		return ret;
 
 	/* The primary address needs no lookup; others must be in IPCACHE as ours. */
@@ -48,6 +49,7 @@ static __always_inline int from_endpoint_ipv4(struct __sk_buff *skb, struct pack
 		return -DROP_UNKNOWN_DESTINATION;
 	p->dst_flags = dst->flags;
 	p->dst_ifindex = dst->ifindex;
+	p->dst_node = dst->node_ipv4;
 	ret = peer_resolve(p, dst, &p->dst_identity, &dst_buf, &dst_ep);
 	if (ret < 0)
 		return ret;
@@ -93,9 +95,7 @@ int from_endpoint(struct __sk_buff *skb)
 
 	packet_init(&p, skb, HOOK_FROM_ENDPOINT);
 	ret = from_endpoint_handle(skb, &p);
-	if (ret < 0)
-		return drop_packet(skb, &p, -ret);
-	return ret;
+	return hook_exit(skb, &p, ret);
 }
 
 char LICENSE[] SEC("license") = "GPL";

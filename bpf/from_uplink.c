@@ -31,7 +31,7 @@ static __always_inline int from_uplink_ipv4(struct __sk_buff *skb, struct packet
 	ret = parse_ipv4(skb, p);
 	if (ret < 0)
 		return ret;
-	if (pipeline_established(skb, p, &flow, &ret))
+	if (pipeline_established(skb, p, &flow, &ret, NULL))
 		return ret;
 
 	src = ipcache_lookup(p->tenant, p->saddr);
@@ -91,9 +91,7 @@ int from_uplink(struct __sk_buff *skb)
 
 	packet_init(&p, skb, HOOK_FROM_UPLINK);
 	ret = from_uplink_handle(skb, &p);
-	if (ret < 0)
-		return drop_packet(skb, &p, -ret);
-	return ret;
+	return hook_exit(skb, &p, ret);
 }
 
 char LICENSE[] SEC("license") = "GPL";

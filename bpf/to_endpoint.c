@@ -7,7 +7,7 @@
  * ARP passes (the node resolving the workload, and the replies arp.h sends
  * back out of this port). IPv4: the destination must be this port's endpoint
  * (NOT_LOCAL_DESTINATION), the source is looked up in IPCACHE (else
- * UNKNOWN_SOURCE; a local endpoint's address coming from the node's stack is
+ * UNKNOWN_SOURCE; an endpoint's address coming from the node's stack is
  * SPOOF_IP since the node does not forward), then the shared pipeline:
  * conntrack replies pass, new connections need the endpoint's ingress policy.
  * A packet of an established connection whose route is cached skips the
@@ -28,7 +28,7 @@ static __always_inline int to_endpoint_ipv4(struct __sk_buff *skb, struct packet
 	ret = parse_ipv4(skb, p);
 	if (ret < 0)
 		return ret;
-	if (pipeline_established(skb, p, &flow, &ret))
+	if (pipeline_established(skb, p, &flow, &ret, NULL))
 		return ret;
 
 	dst = ipcache_lookup(p->tenant, p->daddr);
@@ -41,7 +41,9 @@ static __always_inline int to_endpoint_ipv4(struct __sk_buff *skb, struct packet
 	src = ipcache_lookup(p->tenant, p->saddr);
 	if (!src)
 		return -DROP_UNKNOWN_SOURCE;
-	if (src->flags & IPCACHE_F_LOCAL_ENDPOINT)
+	/* The node does not forward: an endpoint's address (local, or of another
+	 * node: those arrive through from_overlay) from its stack is spoofed. */
+	if (src->flags & (IPCACHE_F_LOCAL_ENDPOINT | IPCACHE_F_REMOTE_ENDPOINT))
 		return -DROP_SPOOF_IP;
 	p->src_identity = src->identity;
 	p->src_flags = src->flags;
@@ -85,9 +87,7 @@ int to_endpoint(struct __sk_buff *skb)
 
 	packet_init(&p, skb, HOOK_TO_ENDPOINT);
 	ret = to_endpoint_handle(skb, &p);
-	if (ret < 0)
-		return drop_packet(skb, &p, -ret);
-	return ret;
+	return hook_exit(skb, &p, ret);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -22,7 +22,7 @@
 
 #include <linux/types.h>
 
-#define PALISADE_ABI_VERSION 2
+#define PALISADE_ABI_VERSION 3
 
 /* Version stamped in every flow_event; user space rejects other versions. */
 #define EVENT_VERSION 1
@@ -188,17 +188,19 @@ struct ct_route {
 	__u32 gen;            /* ROUTE_GEN[0] the route was resolved under, or enum route_gen_value */
 	__u32 in_ifindex;     /* interface the packets of this direction arrive on */
 	__u32 target_ifindex; /* verdict_meta.target_ifindex */
-	__be32 nexthop;       /* verdict_meta.nexthop */
+	__be32 nexthop;       /* verdict_meta.nexthop; HOOK_FROM_OVERLAY: the node they must come from */
 	__u8 src_mac[6];      /* verdict_meta.src_mac */
 	__u8 dst_mac[6];      /* verdict_meta.dst_mac */
 	__u8 hook;            /* enum hook the packets of this direction run in */
 	__u8 action;          /* enum deliver_action */
 	__u8 pad[2];
+	__u32 vni;            /* DELIVER_TUNNEL: VNI to send with; HOOK_FROM_OVERLAY: VNI they must carry */
 };
-_Static_assert(sizeof(struct ct_route) == 32, "ct_route size");
+_Static_assert(sizeof(struct ct_route) == 36, "ct_route size");
 _Static_assert(__builtin_offsetof(struct ct_route, target_ifindex) == 8, "ct_route.target_ifindex");
 _Static_assert(__builtin_offsetof(struct ct_route, src_mac) == 16, "ct_route.src_mac");
 _Static_assert(__builtin_offsetof(struct ct_route, hook) == 28, "ct_route.hook");
+_Static_assert(__builtin_offsetof(struct ct_route, vni) == 32, "ct_route.vni");
 
 enum ct_flags {
 	CT_F_SRC_ENDPOINT = 1 << 0, /* originator is a palisade endpoint (egress side applies) */
@@ -230,21 +232,44 @@ struct ct_entry {
 	struct ct_route route_fwd; /* delivery of originator -> responder packets */
 	struct ct_route route_rev; /* delivery of replies */
 };
-_Static_assert(sizeof(struct ct_entry) == 144, "ct_entry size");
+_Static_assert(sizeof(struct ct_entry) == 152, "ct_entry size");
 _Static_assert(__builtin_offsetof(struct ct_entry, revision) == 48, "ct_entry.revision");
 _Static_assert(__builtin_offsetof(struct ct_entry, policy_port) == 72, "ct_entry.policy_port");
 _Static_assert(__builtin_offsetof(struct ct_entry, route_fwd) == 80, "ct_entry.route_fwd");
-_Static_assert(__builtin_offsetof(struct ct_entry, route_rev) == 112, "ct_entry.route_rev");
+_Static_assert(__builtin_offsetof(struct ct_entry, route_rev) == 116, "ct_entry.route_rev");
 
 /* ---- TENANTS (key = tenant index) and UPLINKS (key = uplink ifindex) ----- */
 
 struct tenant_info {
 	__u32 uplink_ifindex; /* 0 = no uplink: world-bound traffic is dropped (NO_ROUTE) */
 	__be32 nexthop;       /* IPv4 next hop on the uplink, resolved by the kernel */
-	__u32 vni;            /* overlay VXLAN VNI (reserved for the overlay) */
+	__u32 vni;            /* VXLAN VNI of the tenant on the overlay (1..2^24-1; 0 = none) */
 	__u32 flags;          /* reserved, 0 */
 };
 _Static_assert(sizeof(struct tenant_info) == 16, "tenant_info size");
+
+/*
+ * ---- VNIS: hash, key = __u32 VNI -> the tenant it names on this node ------
+ *
+ * The reverse of TENANTS[*].vni, kept in step by the Rust Tenants handle:
+ * from_overlay reads the tenant of a received packet from its VNI (tenant
+ * indexes are local numbers, the VNI is what every node agrees on).
+ */
+struct vni_info {
+	__u32 tenant; /* tenant index on this node */
+	__u32 flags;  /* reserved, 0 */
+};
+_Static_assert(sizeof(struct vni_info) == 8, "vni_info size");
+
+/* The VXLAN Group Policy option as bpf_skb_{set,get}_tunnel_opt exchange it
+ * with a VXLAN device created with `external gbp` (the kernel's struct
+ * vxlan_metadata): the low 16 bits are the group policy id, which palisade
+ * fills with the local part of the source identity; bits above are the
+ * kernel's flags (don't learn, policy applied) and are ignored. */
+struct vxlan_gbp_opt {
+	__u32 gbp;
+};
+_Static_assert(sizeof(struct vxlan_gbp_opt) == 4, "vxlan_gbp_opt size");
 
 struct uplink_info {
 	__u32 tenant;
@@ -266,10 +291,15 @@ struct config {
 	__u32 ct_icmp_ms;
 	__u32 ct_other_ms;
 	__u32 event_interval_ms; /* at most one rate-limited event per flow per interval */
-	__u32 reserved[2];
+	/* The overlay (bpf/README.md, "Overlay"), written through the Rust ConfigMap handle: */
+	__u32 overlay_ifindex;  /* the node's VXLAN device (external, gbp); 0 = none: remote destinations drop (NO_TUNNEL) */
+	__u32 overlay_mtu;      /* largest inner IPv4 packet the underlay carries (underlay MTU - 50); 0 = no check */
+	__be32 underlay_ipv4;   /* this node's underlay address: outer source of what it encapsulates */
+	__u32 reserved;
 };
-_Static_assert(sizeof(struct config) == 48, "config size");
+_Static_assert(sizeof(struct config) == 56, "config size");
 _Static_assert(__builtin_offsetof(struct config, event_interval_ms) == 36, "config.event_interval_ms");
+_Static_assert(__builtin_offsetof(struct config, overlay_ifindex) == 40, "config.overlay_ifindex");
 
 /* ---- CLOCK: array of one entry, written by the loader ---------------------- */
 
@@ -350,6 +380,7 @@ enum hook {
 	HOOK_TO_ENDPOINT = 2,   /* TC egress of an endpoint's host-side port */
 	HOOK_FROM_UPLINK = 3,   /* TC ingress of a tenant's uplink */
 	HOOK_DELIVER = 4,       /* the delivery program in CHAIN_DELIVER */
+	HOOK_FROM_OVERLAY = 5,  /* TC ingress of the node's VXLAN device: packets from other nodes */
 };
 
 struct flow_event {
@@ -394,6 +425,7 @@ enum deliver_action {
 	DELIVER_LOCAL = 1, /* rewrite MACs, TTL-1, bpf_redirect_peer(target_ifindex) */
 	DELIVER_WORLD = 2, /* TTL-1, bpf_redirect_neigh(target_ifindex, nexthop) */
 	DELIVER_STACK = 3, /* TC_ACT_OK: continue in the kernel (node stack / workload) */
+	DELIVER_TUNNEL = 4, /* TTL-1, tunnel key (nexthop, vni) + GBP, bpf_redirect(target_ifindex) */
 };
 
 /* META (per-CPU array of one entry): verdict metadata of the packet being processed. */
@@ -410,13 +442,14 @@ struct verdict_meta {
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
-	__u32 target_ifindex; /* DELIVER_LOCAL: destination host-side port; DELIVER_WORLD: uplink */
-	__be32 nexthop;       /* DELIVER_WORLD */
+	__u32 target_ifindex; /* DELIVER_LOCAL: destination host-side port; DELIVER_WORLD: uplink;
+			       * DELIVER_TUNNEL: the VXLAN device */
+	__be32 nexthop;       /* DELIVER_WORLD: next hop; DELIVER_TUNNEL: the destination's node */
 	__u8 src_mac[6];      /* DELIVER_LOCAL: new source MAC (destination's host-side port) */
 	__u8 dst_mac[6];      /* DELIVER_LOCAL: new destination MAC (destination workload) */
 	__u32 egress_cookie;
 	__u32 ingress_cookie;
-	__u32 pad;
+	__u32 vni;            /* DELIVER_TUNNEL: the tenant's VNI */
 };
 _Static_assert(sizeof(struct verdict_meta) == 64, "verdict_meta size");
 _Static_assert(__builtin_offsetof(struct verdict_meta, target_ifindex) == 32, "verdict_meta.target_ifindex");

@@ -4,9 +4,11 @@
  *
  *   deliver_prepare()  - resolves the destination into META (struct
  *                        verdict_meta): DELIVER_LOCAL (a local endpoint),
- *                        DELIVER_WORLD (the tenant's uplink) or DELIVER_STACK
- *                        (the node's stack / on to the workload); fails with
- *                        REMOTE_UNSUPPORTED, NO_ROUTE, TTL_EXCEEDED, ...
+ *                        DELIVER_TUNNEL (an endpoint on another node, over
+ *                        the overlay: overlay.h), DELIVER_WORLD (the
+ *                        tenant's uplink) or DELIVER_STACK (the node's stack
+ *                        / on to the workload); fails with NO_TUNNEL,
+ *                        NO_ROUTE, TTL_EXCEEDED, ...
  *   chain_and_deliver() - tail-calls CHAIN[CHAIN_POST_VERDICT]; an empty slot
  *                        falls through to deliver(). A stage in the slot reads
  *                        META and finishes by tail-calling CHAIN[CHAIN_DELIVER]
@@ -32,15 +34,22 @@
  * changed. Loads are not reordered with loads, nor stores with stores, on
  * x86-64, the architecture this is built and tested on.
  *
- * Routed deliveries (LOCAL, WORLD) are an IP hop: TTL is decremented with an
- * incremental checksum update, and a packet with TTL <= 1 is dropped
- * (TTL_EXCEEDED; no ICMP time-exceeded is generated).
+ * Routes of packets from the overlay (HOOK_FROM_OVERLAY) also record where
+ * such packets must come from: `nexthop` is the node (outer source) and `vni`
+ * the VNI they were verified with; from_overlay checks both, and the GBP
+ * identity, before it uses the route (pipeline.h).
+ *
+ * Routed deliveries (LOCAL, TUNNEL, WORLD) are an IP hop: TTL is decremented
+ * with an incremental checksum update, and a packet with TTL <= 1 is dropped
+ * (TTL_EXCEEDED; no ICMP time-exceeded is generated). A packet between nodes
+ * makes two hops, one on each node.
  */
 #ifndef PALISADE_DELIVER_H
 #define PALISADE_DELIVER_H
 
 #include "packet.h"
 #include "drop.h"
+#include "overlay.h"
 
 static __always_inline struct verdict_meta *meta_get(void)
 {
@@ -102,8 +111,20 @@ static __always_inline int deliver_prepare(const struct packet *p, const struct 
 		__builtin_memcpy(m->dst_mac, dst_ep->mac, 6);
 		return 0;
 	}
-	if (p->dst_flags & IPCACHE_F_REMOTE_ENDPOINT)
-		return -DROP_REMOTE_UNSUPPORTED; /* the overlay will encapsulate here */
+	if (p->dst_flags & IPCACHE_F_REMOTE_ENDPOINT) {
+		/* Over the overlay to the node hosting it (overlay.h). */
+		const struct tenant_info *t = bpf_map_lookup_elem(&TENANTS, &p->tenant);
+
+		if (!p->cfg || !p->cfg->overlay_ifindex || !p->dst_node || !t || !t->vni)
+			return -DROP_NO_TUNNEL;
+		if (p->ttl <= 1)
+			return -DROP_TTL_EXCEEDED;
+		m->action = DELIVER_TUNNEL;
+		m->target_ifindex = p->cfg->overlay_ifindex;
+		m->nexthop = p->dst_node;
+		m->vni = t->vni;
+		return 0;
+	}
 	if (p->hook == HOOK_FROM_UPLINK)
 		return -DROP_NOT_LOCAL_DESTINATION;
 	if (p->dst_flags & IPCACHE_F_HOST) {
@@ -130,11 +151,18 @@ static __always_inline void route_fill(const struct packet *p, struct ct_route *
 {
 	r->in_ifindex = p->ifindex;
 	r->target_ifindex = m->target_ifindex;
-	r->nexthop = m->nexthop;
 	__builtin_memcpy(r->src_mac, m->src_mac, 6);
 	__builtin_memcpy(r->dst_mac, m->dst_mac, 6);
 	r->hook = p->hook;
 	r->action = m->action;
+	if (p->hook == HOOK_FROM_OVERLAY) {
+		/* Where packets of this direction must come from (see the top). */
+		r->nexthop = p->overlay_src;
+		r->vni = p->overlay_vni;
+	} else {
+		r->nexthop = m->nexthop;
+		r->vni = m->vni;
+	}
 }
 
 /* Caches META's delivery in `r`, a route of a live CT entry, unless another CPU is at it. */
@@ -177,7 +205,10 @@ static __always_inline int deliver_cached(const struct packet *p, const struct c
 	*out = m;
 	m->action = r->action;
 	m->target_ifindex = r->target_ifindex;
-	m->nexthop = r->nexthop;
+	if (p->hook != HOOK_FROM_OVERLAY) {
+		m->nexthop = r->nexthop;
+		m->vni = r->vni;
+	}
 	__builtin_memcpy(m->src_mac, r->src_mac, 6);
 	__builtin_memcpy(m->dst_mac, r->dst_mac, 6);
 	/* Routed deliveries are an IP hop (deliver_prepare() checks the same). */
@@ -243,6 +274,22 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct verdict_m
 		if (ret < 0)
 			return ret;
 		return bpf_redirect_neigh(m->target_ifindex, &nh, sizeof(nh), 0);
+	}
+	case DELIVER_TUNNEL: {
+		__u32 zero = 0;
+		const struct config *cfg = bpf_map_lookup_elem(&CONFIG, &zero);
+		__u8 df = 0;
+
+		if (!cfg)
+			return -DROP_NO_TUNNEL;
+		/* Before the TTL: the ICMP answer quotes the packet as it was sent. */
+		ret = tunnel_check_size(skb, cfg, &df);
+		if (ret < 0)
+			return ret;
+		ret = ttl_decrement(skb);
+		if (ret < 0)
+			return ret;
+		return tunnel_encap(skb, m, cfg, df);
 	}
 	default:
 		return -DROP_BAD_META;

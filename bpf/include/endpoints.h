@@ -26,6 +26,10 @@ static __always_inline int endpoint_get(__u32 ifindex, struct endpoint *out)
 	const struct endpoint *ep;
 	__u32 seq;
 
+	/* 0 is no port (an IPCACHE entry of a local endpoint whose port is
+	 * missing, e.g. while it moves here): an empty slot says ifindex 0 too. */
+	if (!ifindex)
+		return 0;
 	if (slot) {
 		seq = READ_ONCE(slot->seq);
 		barrier();

@@ -83,6 +83,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } TENANTS SEC(".maps");
 
+/* VNI -> tenant: the reverse of TENANTS[*].vni (abi.h), for from_overlay. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct vni_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} VNIS SEC(".maps");
+
 /* Uplink ifindex -> tenant. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

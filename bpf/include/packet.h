@@ -59,6 +59,9 @@ struct packet {
 	__u32 src_flags;           /* enum ipcache_flags of the source */
 	__u32 dst_flags;           /* enum ipcache_flags of the destination */
 	__u32 dst_ifindex;         /* IPCACHE_F_LOCAL_ENDPOINT: destination's port */
+	__be32 dst_node;           /* IPCACHE_F_REMOTE_ENDPOINT: the node hosting the destination */
+	__be32 overlay_src;        /* HOOK_FROM_OVERLAY: the node the packet came from (outer source) */
+	__u32 overlay_vni;         /* HOOK_FROM_OVERLAY: the VNI it carried */
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;              /* conntrack ports (ICMP echo: id, id) */

@@ -10,7 +10,9 @@
  *   - fragments (MF set or offset != 0) are dropped: palisade does not
  *     reassemble, and a non-first fragment carries no ports to decide on;
  *   - TCP (20 bytes, data offset >= 5 and within the IP packet), UDP (8),
- *     ICMP (8) headers must be complete; other protocols have port 0;
+ *     SCTP (12, the common header) and ICMP (8) headers must be complete;
+ *     TCP, UDP and SCTP are decided and tracked by their ports, other
+ *     protocols have port 0;
  *   - ICMP echo: the echo id is the request's source port and the reply's
  *     destination port (0 on the other side), so a reply matches its
  *     request's entry reversed but a request from the other side does not;
@@ -84,7 +86,8 @@ static __always_inline int parse_icmp_inner(struct __sk_buff *skb, struct packet
 	p->inner.proto = ip.protocol;
 	switch (ip.protocol) {
 	case IPPROTO_TCP:
-	case IPPROTO_UDP: {
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
 		struct l4_ports *ports = (void *)&ih;
 
 		p->inner.sport = ports->sport;
@@ -156,6 +159,18 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *p)
 			return -DROP_TRUNCATED;
 		p->sport = udp->sport;
 		p->dport = udp->dport;
+		p->policy_port = p->dport;
+		break;
+	}
+	case IPPROTO_SCTP: {
+		/* Policy names SCTP ports like TCP and UDP ones: without them a
+		 * rule on an SCTP port would never match. */
+		struct l4_ports *sctp = l4;
+
+		if (l4_len < 12 || (void *)sctp + 12 > data_end)
+			return -DROP_TRUNCATED;
+		p->sport = sctp->sport;
+		p->dport = sctp->dport;
 		p->policy_port = p->dport;
 		break;
 	}

@@ -9,6 +9,10 @@
  *                            valid (deliver.h) is updated in CT and delivered
  *                            right away: no IPCACHE, ENDPOINTS or policy
  *                            lookup. Returns 1 when it handled the packet.
+ *                            from_overlay passes the packet's tunnel
+ *                            metadata (`rx`; NULL elsewhere): the route is
+ *                            used only for packets from the node, with the
+ *                            VNI and GBP identity it was verified for.
  *   (the hook's own checks: where the packet may come from and go to, the
  *    source and destination resolved into struct packet - identities,
  *    ipcache flags, the destination's ENDPOINTS entry if local)
@@ -43,7 +47,7 @@ struct flow {
 };
 
 static __always_inline int pipeline_established(struct __sk_buff *skb, struct packet *p, struct flow *f,
-						int *ret)
+						int *ret, const struct overlay_rx *rx)
 {
 	struct verdict_meta *m;
 	struct ct_route route;
@@ -58,6 +62,12 @@ static __always_inline int pipeline_established(struct __sk_buff *skb, struct pa
 	if (!ct || (p->cfg && ct->revision != p->revision))
 		return 0;
 	if (!route_load(p, f->dir == CT_DIR_FWD ? &ct->route_fwd : &ct->route_rev, &route))
+		return 0;
+	/* From the overlay: the same node, VNI and source identity as the
+	 * packet the route was verified with; anything else is verified in
+	 * full (and dropped there if forged). */
+	if (rx && (route.nexthop != rx->remote || route.vni != rx->vni ||
+		   ((f->dir == CT_DIR_FWD ? ct->src_identity : ct->dst_identity) & GBP_ID_MASK) != rx->gbp))
 		return 0;
 
 	ct_load_identities(p, ct, f->dir);

@@ -38,7 +38,11 @@
  *
  * A flow S -> D is allowed when the egress side of S (if S is a palisade
  * endpoint) and the ingress side of D (if D is one) both allow; the ingress
- * side of a destination is checked here at the source too. A value with
+ * side of a destination is checked here at the source too. Each node decides
+ * the sides it holds: the egress side of S where S runs (a local endpoint),
+ * the ingress side of D at both ends. A packet from an endpoint of another
+ * node (from_overlay) had its egress side decided by that node; here only
+ * D's ingress is decided again (zero trust toward other nodes). A value with
  * POLICY_F_AUDIT_DENY emits a rate-limited AUDIT_WOULD_DENY event naming its
  * audit_cookie and never changes the verdict. RULE_COUNTERS counts every
  * packet decided here by the cookie that decided it.
@@ -171,7 +175,7 @@ static __always_inline int policy_decide(struct packet *p)
 	p->ingress_cookie = 0;
 	p->audit_cookie = 0;
 	p->rule_flags = 0;
-	if (is_endpoint(p->src_flags)) {
+	if (p->src_flags & IPCACHE_F_LOCAL_ENDPOINT) {
 		ret = policy_side(p, p->src_identity, POLICY_EGRESS, p->dst_identity, &p->egress_cookie);
 		if (ret < 0)
 			return ret;

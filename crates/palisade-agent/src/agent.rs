@@ -1,44 +1,60 @@
 //! The agent: loads (or adopts) the datapath, then keeps the kernel equal to
 //! the desired state of its node as the intent and the node's interfaces
-//! change, writes the flow log and collects expired connections.
+//! change, writes the flow log, collects expired connections and keeps its
+//! metrics (and, following a control plane, reports back to it).
 //!
 //! Threads, all created by the agent's own thread (so all in the node's
-//! network namespace):
+//! network namespace, except that the server link and the metrics listener
+//! go back to the management namespace, see `netns.rs`):
 //! - the **loop** (the agent's thread) owns the datapath and the compiler.
 //!   It waits for inputs — a new snapshot from the source, a change of the
-//!   node's interfaces, a stop — takes every input waiting, recompiles when
-//!   the intent changed, and reconciles once (`reconcile.rs` for the order);
-//!   every second it runs conntrack GC;
-//! - the **source** ([`Source`], by default [`DirectorySource`]);
+//!   node's interfaces or of the server connection, a stop — takes every
+//!   input waiting, compiles the newest intent, and reconciles once
+//!   (`reconcile.rs` for the order); every second it runs conntrack GC and
+//!   reads the datapath's counters and fill levels (`sample.rs`);
+//! - the **source** ([`Source`]: [`DirectorySource`], or the control plane's
+//!   [`crate::server::ServerSource`], which also sends the reports);
 //! - **links**: netlink notifications → a rescan → the loop;
-//! - **events**: the ring buffer and the GC's expired connections → the flow log.
+//! - **events**: the ring buffer and the GC's expired connections → flow
+//!   records (aggregated, `aggregate.rs`) → the flow log and the server;
+//! - **metrics**: `GET /metrics` (with `metrics_listen`).
 //!
 //! Input that fails (invalid files, a compile error, a table that does not
 //! fit) is logged with every detail and changes nothing: the kernel keeps
-//! enforcing the last good state. Stopping leaves the datapath enforcing.
+//! enforcing the last good state. So does a control plane that goes away
+//! ("fail static"). Stopping leaves the datapath enforcing.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use palisade_client::api::NodeStatus;
 use palisade_datapath::{ClosedFlow, Datapath, DatapathConfig, EventReader};
 use palisade_model::Intent;
 use palisade_policy::{CompiledTables, Compiler, Identities, IdentityAllocator};
 
+use crate::aggregate::Aggregator;
 use crate::config::AgentConfig;
-use crate::desired::{self, node_intent, NodeInputs};
+use crate::desired::{self, node_intent, NodeInputs, PortRole};
 use crate::error::{AgentError, Result};
 use crate::flowlog::{self, FlowLog, WallClock};
 use crate::interfaces::{LinkWatcher, NodeLinks};
+use crate::metrics::{self, Metrics};
 use crate::names::EventNames;
+use crate::netns::NetnsHandle;
 use crate::ports::Ports;
 use crate::reconcile::{
     apply_additions, apply_policy, apply_removals, Capacities, ChangeCounts, MapContents, Plan,
     RemovalsFirst,
 };
-use crate::source::{DirectorySource, Snapshot, Source, SourceUpdate, StopFlag, Updates};
-use crate::state::{AgentStatus, ReconcileStatus, StateDir};
+use crate::reports::Reports;
+use crate::sample::{counter_report, Sampler};
+use crate::server::{since, ServerSource};
+use crate::source::{
+    DirectorySource, LinkEvent, ServerRevision, Snapshot, Source, SourceUpdate, StopFlag, Updates,
+};
+use crate::state::{AgentStatus, ReconcileStatus, ServerLinkStatus, StateDir};
 
 /// How often helper threads with nothing to do check whether to stop.
 const STOP_CHECK: Duration = Duration::from_millis(200);
@@ -90,20 +106,29 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent reading `config.policy_paths`. Returns once the
-    /// datapath is loaded (or adopted) and every thread runs; the first
-    /// reconcile follows as soon as the files are read.
+    /// Starts an agent following `config.server` when set, else reading
+    /// `config.policy_paths`. Returns once the datapath is loaded (or
+    /// adopted) and every thread runs; the first reconcile follows as soon
+    /// as the files are read or the server's snapshot arrives.
     pub fn start(config: AgentConfig) -> Result<Agent> {
+        if config.server.is_some() {
+            return Agent::launch(config, None);
+        }
         let source = DirectorySource::new(
             config.policy_paths.clone(),
             config.load_options.clone(),
             config.timing,
         )?;
-        Agent::start_with_source(config, Box::new(source))
+        Agent::launch(config, Some(Box::new(source)))
     }
 
     /// Starts an agent whose desired state comes from `source`.
     pub fn start_with_source(config: AgentConfig, source: Box<dyn Source>) -> Result<Agent> {
+        Agent::launch(config, Some(source))
+    }
+
+    /// Starts the agent's thread; without a `source`, it follows `config.server`.
+    fn launch(config: AgentConfig, source: Option<Box<dyn Source>>) -> Result<Agent> {
         let (inputs, receiver) = mpsc::channel();
         let (started_tx, started) = mpsc::sync_channel(1);
         let loop_inputs = inputs.clone();
@@ -111,6 +136,10 @@ impl Agent {
             .name("palisade-agent".into())
             .spawn(move || {
                 let opened = Enforcer::open(config).and_then(|mut enforcer| {
+                    let source = match source {
+                        Some(source) => source,
+                        None => enforcer.server_source()?,
+                    };
                     let helpers = enforcer.start_helpers(source, &loop_inputs)?;
                     Ok((enforcer, helpers))
                 });
@@ -217,6 +246,40 @@ struct Compiled {
     identities: Identities,
     tables: CompiledTables,
     revision: String,
+    server: Option<ServerRevision>,
+}
+
+/// The agent's view of its control plane.
+#[derive(Debug, Clone)]
+struct Link {
+    servers: Vec<String>,
+    connected: bool,
+    server: Option<String>,
+    since: SystemTime,
+    reason: Option<String>,
+    last_contact: Option<SystemTime>,
+    /// The revision the stream brought the agent up to.
+    seen: u64,
+    /// The revision in the kernel.
+    applied: u64,
+    /// The last revision whose propagation was measured.
+    measured: u64,
+}
+
+impl Link {
+    fn status(&self) -> ServerLinkStatus {
+        let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        ServerLinkStatus {
+            servers: self.servers.clone(),
+            connected: self.connected,
+            server: self.server.clone(),
+            since: time(self.since),
+            reason: self.reason.clone(),
+            last_contact: self.last_contact.map(time),
+            seen_revision: self.seen,
+            applied_revision: self.applied,
+        }
+    }
 }
 
 /// The loop's state: the datapath and everything needed to keep it right.
@@ -240,14 +303,28 @@ struct Enforcer {
     /// After a failed reconcile: when to try again, and the wait after that.
     retry: Option<(Instant, Duration)>,
     saved_cookies: Option<Arc<std::collections::BTreeMap<u32, palisade_policy::Attribution>>>,
+    metrics: Metrics,
+    sampler: Sampler,
+    /// With a control plane: what goes back to it, and the link's state.
+    reports: Option<Reports>,
+    link: Option<Link>,
+    /// The namespace of the server link and the metrics listener.
+    control_netns: Option<NetnsHandle>,
+    /// Endpoints whose ports have the hooks attached (full refs).
+    endpoints: Vec<String>,
+    started_at: SystemTime,
+    /// The overlay toward other nodes (`overlay.rs`).
+    overlay: crate::overlay::Overlay,
 }
 
 impl Enforcer {
     /// Enters the namespace, opens the state directory and the datapath,
     /// and reads the node's interfaces and the previous agent's attachments.
     fn open(config: AgentConfig) -> Result<Enforcer> {
+        let mut control_netns = config.control_netns.clone();
         if let Some(netns) = &config.netns {
-            crate::netns::enter_netns(netns)?;
+            let home = crate::netns::enter_netns(netns)?;
+            control_netns.get_or_insert(home);
         }
         let state = StateDir::open(&config.state_dir)?;
         let allocator = state.load_allocator()?;
@@ -256,9 +333,11 @@ impl Enforcer {
             map_sizes: config.map_sizes,
         })?;
         let capacities = Capacities::read(&config.bpffs_dir)?;
+        let sampler = Sampler::open(&config.bpffs_dir, capacities, config.timing.conntrack_count);
         let events = dp.take_event_reader()?;
         let links = NodeLinks::scan()?;
         let ports = Ports::adopt(&dp);
+        let overlay = crate::overlay::Overlay::new(&config.node, config.overlay.clone());
         let names = EventNames::new(&config.node, state.load_cookies());
         let status = AgentStatus {
             node: config.node.clone(),
@@ -269,7 +348,25 @@ impl Enforcer {
             reconciles: 0,
             last_reconcile: None,
             last_error: None,
+            server: None,
+            metrics: None,
         };
+        let metrics = Metrics::new(&config.node);
+        let reports = config
+            .server
+            .as_ref()
+            .map(|_| Reports::new(config.flow_queue, metrics.clone()));
+        let link = config.server.as_ref().map(|s| Link {
+            servers: s.client.servers.clone(),
+            connected: false,
+            server: None,
+            since: SystemTime::now(),
+            reason: Some("connecting".into()),
+            last_contact: None,
+            seen: 0,
+            applied: 0,
+            measured: 0,
+        });
         tracing::info!(
             node = %config.node,
             bpffs = %config.bpffs_dir.display(),
@@ -295,7 +392,33 @@ impl Enforcer {
             notes: Vec::new(),
             retry: None,
             saved_cookies: None,
+            metrics,
+            sampler,
+            reports,
+            link,
+            control_netns,
+            endpoints: Vec::new(),
+            started_at: SystemTime::now(),
+            overlay,
         })
+    }
+
+    /// The control plane source of `config.server`.
+    fn server_source(&self) -> Result<Box<dyn Source>> {
+        let settings = self.config.server.clone().ok_or(AgentError::Thread {
+            thread: "palisade-agent",
+            reason: "no server configured and no source given".into(),
+        })?;
+        let reports = self.reports.clone().expect("made with the server settings");
+        Ok(Box::new(ServerSource::new(
+            &self.config.node,
+            settings,
+            self.config.load_options.clone(),
+            self.config.timing,
+            reports,
+            self.metrics.clone(),
+            self.control_netns.clone(),
+        )))
     }
 
     fn start_helpers(
@@ -327,10 +450,16 @@ impl Enforcer {
         let (expired_tx, expired_rx) = mpsc::channel();
         self.expired = Some(expired_tx);
         let events = self.events.take().expect("the event reader is taken once");
+        let records = Records {
+            log: flow_log,
+            reports: self.reports.clone(),
+            metrics: self.metrics.clone(),
+            aggregator: Aggregator::new(self.config.timing.flow_aggregate),
+        };
         let (names, s) = (self.names.clone(), stop.clone());
         let handle = spawn(
             "palisade-events",
-            Box::new(move || run_events(events, expired_rx, names, flow_log, &s)),
+            Box::new(move || run_events(events, expired_rx, names, records, &s)),
         );
         helpers.threads.push(("palisade-events", handle?));
 
@@ -371,17 +500,39 @@ impl Enforcer {
             }),
         );
         helpers.threads.push(("palisade-source", handle?));
+
+        if let Some(listen) = self.config.metrics_listen {
+            let (addr, handle) = metrics::serve(
+                listen,
+                self.metrics.clone(),
+                self.control_netns.clone(),
+                stop.clone(),
+            )?;
+            tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
+            self.status.metrics = Some(format!("http://{addr}/metrics"));
+            helpers.threads.push(("palisade-metrics", handle));
+        }
+        self.status.server = self.link.as_ref().map(Link::status);
+        self.write_status();
         Ok(helpers)
     }
 
-    /// The loop: inputs, reconciles, conntrack GC, until told to stop.
+    /// The loop: inputs, reconciles, conntrack GC and samples, until told to stop.
     fn run(mut self, inputs: &Receiver<Input>) -> Result<()> {
-        let mut next_gc = Instant::now() + self.config.timing.ct_gc;
+        let timing = self.config.timing;
+        let mut next_gc = Instant::now() + timing.ct_gc;
+        let mut next_sample = Instant::now();
         loop {
-            let wait = next_gc.saturating_duration_since(Instant::now());
+            let mut due = next_gc.min(next_sample);
+            if let Some((at, _)) = self.retry {
+                due = due.min(at);
+            }
+            let wait = due.saturating_duration_since(Instant::now());
             match inputs.recv_timeout(wait) {
                 Ok(first) => {
                     let mut reconcile = false;
+                    // Of several snapshots waiting only the newest counts.
+                    let mut newest: Option<Box<Snapshot>> = None;
                     for input in std::iter::once(first).chain(inputs.try_iter()) {
                         match input {
                             Input::Stop => {
@@ -394,6 +545,10 @@ impl Enforcer {
                                 tracing::error!(thread, error = %error, "agent thread failed; the datapath keeps enforcing the last state");
                                 return Err(error);
                             }
+                            Input::Source(SourceUpdate::Snapshot(snapshot)) => {
+                                self.seen(snapshot.server.map(|s| s.revision));
+                                newest = Some(snapshot);
+                            }
                             Input::Source(update) => reconcile |= self.on_source(update),
                             Input::Links(links) => {
                                 if links != self.links {
@@ -403,6 +558,9 @@ impl Enforcer {
                             }
                         }
                     }
+                    if let Some(snapshot) = newest {
+                        reconcile |= self.on_snapshot(*snapshot);
+                    }
                     if reconcile {
                         self.reconcile_and_report();
                     }
@@ -410,9 +568,19 @@ impl Enforcer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            if Instant::now() >= next_gc {
+            let now = Instant::now();
+            if now >= next_gc {
                 self.collect_expired();
-                next_gc = Instant::now() + self.config.timing.ct_gc;
+                next_gc = Instant::now() + timing.ct_gc;
+            }
+            // Samples feed the metrics and the server's counters: with
+            // neither, the maps are not walked at all.
+            let sampled = self.config.metrics_listen.is_some() || self.reports.is_some();
+            if sampled && now >= next_sample {
+                self.sample();
+                next_sample = Instant::now() + timing.sample;
+            } else if !sampled {
+                next_sample = now + Duration::from_secs(3600);
             }
             if self.retry.is_some_and(|(at, _)| Instant::now() >= at) {
                 self.reconcile_and_report();
@@ -420,20 +588,11 @@ impl Enforcer {
         }
     }
 
-    /// Takes a source update; `true` when there is a new state to reconcile.
+    /// A source update other than a snapshot; `true` when there is a new
+    /// state to reconcile.
     fn on_source(&mut self, update: SourceUpdate) -> bool {
         match update {
-            SourceUpdate::Snapshot(snapshot) => match self.compile(*snapshot) {
-                Ok(compiled) => {
-                    self.compiled = Some(compiled);
-                    true
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the new intent cannot be enforced; nothing was changed, the last good state stays enforced");
-                    self.report_error(e.to_string());
-                    false
-                }
-            },
+            SourceUpdate::Snapshot(snapshot) => self.on_snapshot(*snapshot),
             SourceUpdate::Rejected { diagnostics } => {
                 for d in diagnostics.iter() {
                     tracing::error!("{d}");
@@ -448,6 +607,86 @@ impl Enforcer {
                     diagnostics.len(),
                     first.map(|d| format!("; first: {d}")).unwrap_or_default()
                 ));
+                false
+            }
+            SourceUpdate::Nodes(nodes) => self.overlay.set_learned(nodes),
+            SourceUpdate::Link(event) => {
+                self.on_link(event);
+                false
+            }
+            SourceUpdate::UpTo { revision } => {
+                self.seen(Some(revision));
+                let caught_up = self.retry.is_none()
+                    && self.status.last_error.is_none()
+                    && self
+                        .compiled
+                        .as_ref()
+                        .and_then(|c| c.server)
+                        .map(|s| s.revision)
+                        == self.link.as_ref().map(|l| l.applied);
+                if let (true, Some(link)) = (caught_up, &mut self.link) {
+                    // Nothing for this node changed up to `revision`.
+                    link.applied = link.applied.max(revision);
+                    self.metrics.set_applied_revision(link.applied);
+                }
+                self.report_status();
+                self.write_status();
+                false
+            }
+        }
+    }
+
+    /// A message from the server arrived, bringing the node up to `revision`.
+    fn seen(&mut self, revision: Option<u64>) {
+        if let (Some(link), Some(revision)) = (&mut self.link, revision) {
+            link.last_contact = Some(SystemTime::now());
+            link.seen = link.seen.max(revision);
+            self.metrics.set_server_revision(link.seen);
+        }
+    }
+
+    /// The server connection changed: say so everywhere.
+    fn on_link(&mut self, event: LinkEvent) {
+        let Some(link) = &mut self.link else { return };
+        match event {
+            LinkEvent::Connected { server } => {
+                tracing::info!(%server, applied = link.applied, "connected to the server; following the node stream");
+                link.connected = true;
+                link.server = Some(server);
+                link.reason = None;
+                link.since = SystemTime::now();
+                link.last_contact = Some(link.since);
+                self.metrics.set_connected(true);
+            }
+            LinkEvent::Disconnected { reason, since } => {
+                tracing::warn!(
+                    %reason,
+                    applied = link.applied,
+                    "lost the server: failing static, the datapath keeps enforcing the last state \
+                     applied until the server is back"
+                );
+                if link.connected {
+                    self.metrics.set_connected(false);
+                }
+                link.connected = false;
+                link.reason = Some(reason);
+                link.since = since;
+            }
+        }
+        self.report_status();
+        self.write_status();
+    }
+
+    /// Takes a new snapshot; `true` when there is a new state to reconcile.
+    fn on_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        match self.compile(snapshot) {
+            Ok(compiled) => {
+                self.compiled = Some(compiled);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the new intent cannot be enforced; nothing was changed, the last good state stays enforced");
+                self.report_error(e.to_string());
                 false
             }
         }
@@ -482,6 +721,7 @@ impl Enforcer {
             identities,
             tables,
             revision: snapshot.revision,
+            server: snapshot.server,
         })
     }
 
@@ -492,6 +732,8 @@ impl Enforcer {
             Ok(Some(counts)) => {
                 self.retry = None;
                 let duration = started.elapsed();
+                self.metrics.reconciled(duration, true);
+                let propagation = self.applied();
                 let revision = self
                     .dp
                     .maps()
@@ -512,6 +754,7 @@ impl Enforcer {
                         .as_ref()
                         .map(|c| c.revision.clone())
                         .unwrap_or_default(),
+                    propagation_ms: propagation.map(|p| p.as_secs_f64() * 1000.0),
                 });
                 let ms = duration.as_secs_f64() * 1000.0;
                 if first && self.dp.adopted() && counts.maps_unchanged() {
@@ -529,9 +772,11 @@ impl Enforcer {
                         "reconciled: {counts}"
                     );
                 }
+                self.report_status();
                 self.write_status();
             }
             Err(e) => {
+                self.metrics.reconciled(started.elapsed(), false);
                 let wait = self
                     .retry
                     .map_or(RETRY_FIRST, |(_, wait)| (wait * 2).min(RETRY_MAX));
@@ -542,12 +787,43 @@ impl Enforcer {
         }
     }
 
+    /// After a good reconcile: the server revision is in the kernel; returns
+    /// how long it took from the server's commit, when that can be known
+    /// (revisions committed while the agent was not running are not
+    /// propagation).
+    fn applied(&mut self) -> Option<Duration> {
+        let server = self.compiled.as_ref()?.server?;
+        let link = self.link.as_mut()?;
+        link.applied = server.revision;
+        self.metrics.set_applied_revision(link.applied);
+        let committed = server.committed_at?;
+        if server.revision <= link.measured || committed < self.started_at {
+            return None;
+        }
+        link.measured = server.revision;
+        let took = since(committed);
+        self.metrics.propagated(took);
+        tracing::debug!(
+            revision = server.revision,
+            propagation_ms = took.as_secs_f64() * 1000.0,
+            "server revision applied"
+        );
+        Some(took)
+    }
+
     /// One reconcile; `None` when there is no desired state yet (an adopted
     /// datapath keeps enforcing what it holds).
     fn reconcile(&mut self) -> Result<Option<ChangeCounts>> {
         let Some(compiled) = &self.compiled else {
             return Ok(None);
         };
+        // The overlay first: creating its device changes the node's links,
+        // and CONFIG names the device before tunnel routes are resolved.
+        if self.overlay.prepare(&self.links) {
+            self.links = NodeLinks::scan()?;
+        }
+        self.overlay.apply(self.dp.maps_mut())?;
+        let nodes = self.overlay.nodes();
         let desired = desired::desired(&NodeInputs {
             node: &self.config.node,
             intent: &compiled.intent,
@@ -555,6 +831,7 @@ impl Enforcer {
             tables: &compiled.tables,
             links: &self.links,
             uplinks: &self.config.uplinks,
+            nodes: &nodes,
         });
         if desired.notes != self.notes {
             for note in &desired.notes {
@@ -580,6 +857,17 @@ impl Enforcer {
                 counts.attached = attached;
                 counts.detached = detached;
                 self.actual = Some(desired.maps);
+                let mut endpoints: Vec<String> = desired
+                    .ports
+                    .iter()
+                    .filter(|(ifindex, port)| self.ports.is_attached(**ifindex, port))
+                    .filter_map(|(_, port)| match &port.role {
+                        PortRole::Endpoint(name) => Some(name.clone()),
+                        PortRole::Uplink(_) | PortRole::Overlay => None,
+                    })
+                    .collect();
+                endpoints.sort();
+                self.endpoints = endpoints;
             }
             Err(e) => {
                 // Part of the plan may be in: read the maps again next time.
@@ -640,12 +928,58 @@ impl Enforcer {
         }
     }
 
+    /// Reads the datapath's counters and fill levels for the metrics and
+    /// the server's rule counters.
+    fn sample(&mut self) {
+        let names = self
+            .names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.compiled.as_ref().map(|c| c.tables.cookies());
+        let sample = self.sampler.sample(
+            &self.dp,
+            self.actual.as_ref(),
+            &names,
+            current,
+            self.ports.count(),
+        );
+        drop(names);
+        match sample {
+            Ok(sample) => {
+                if let Some(reports) = &self.reports {
+                    reports.set_counters(counter_report(&sample));
+                }
+                self.metrics.set_sample(Arc::new(sample));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the datapath's counters"),
+        }
+    }
+
     fn report_error(&mut self, error: String) {
         self.status.last_error = Some(error);
+        self.report_status();
         self.write_status();
     }
 
-    fn write_status(&self) {
+    /// Hands the server the agent's status (sent by the server link).
+    fn report_status(&self) {
+        let (Some(reports), Some(link)) = (&self.reports, &self.link) else {
+            return;
+        };
+        let health = match &self.status.last_error {
+            Some(error) => format!("degraded: {error}"),
+            None => "ok".to_owned(),
+        };
+        reports.set_status(NodeStatus {
+            applied_revision: link.applied,
+            health,
+            endpoints: self.endpoints.clone(),
+            underlay_address: self.overlay.settings().underlay,
+        });
+    }
+
+    fn write_status(&mut self) {
+        self.status.server = self.link.as_ref().map(Link::status);
         if let Err(e) = self.state.write_status(&self.status) {
             tracing::warn!(error = %e, "cannot write the status file");
         }
@@ -679,16 +1013,29 @@ fn run_links(
     Ok(())
 }
 
-/// The events thread: ring buffer events and expired connections → flow log.
+/// Where the events thread sends flow records.
+struct Records {
+    log: Option<FlowLog>,
+    reports: Option<Reports>,
+    metrics: Metrics,
+    aggregator: Aggregator,
+}
+
+/// The events thread: ring buffer events and expired connections → flow
+/// records (denied and audit ones aggregated per flow) → the flow log and
+/// the server's queue.
 fn run_events(
     mut reader: EventReader,
     expired: Receiver<Vec<ClosedFlow>>,
     names: Arc<RwLock<EventNames>>,
-    mut log: Option<FlowLog>,
+    mut records: Records,
     stop: &StopFlag,
 ) {
+    let produce = records.log.is_some() || records.reports.is_some();
     let mut events = Vec::new();
+    let mut out = Vec::new();
     let mut lost_batches: u64 = 0;
+    let (mut folded, mut rotations) = (0, 0);
     loop {
         let stopping = stop.is_raised();
         events.clear();
@@ -712,27 +1059,49 @@ fn run_events(
             }
         }
         let expired: Vec<ClosedFlow> = expired.try_iter().flatten().collect();
-        if let (Some(log), false) = (&mut log, events.is_empty() && expired.is_empty()) {
-            let clock = WallClock::now();
-            let names = names
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let written = events
-                .iter()
-                .map(|event| flowlog::event_record(event, &names, &clock))
-                .chain(
+        if produce {
+            let now = Instant::now();
+            if !(events.is_empty() && expired.is_empty()) {
+                let clock = WallClock::now();
+                let names = names
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for event in &events {
+                    let record = flowlog::event_record(event, &names, &clock);
+                    out.extend(records.aggregator.offer(event, record, now));
+                }
+                out.extend(
                     expired
                         .iter()
                         .map(|closed| flowlog::expired_record(closed, &names, &clock)),
-                )
-                .try_for_each(|record| log.write(&record))
-                .and_then(|()| log.flush());
-            drop(names);
-            // Enforcement does not depend on the flow log: report, go on.
-            if let Err(e) = written {
-                lost_batches += 1;
-                if lost_batches.is_power_of_two() {
-                    tracing::error!(error = %e, lost_batches, "flow records lost");
+                );
+            }
+            out.extend(records.aggregator.flush(now, stopping));
+            let now_folded = records.aggregator.folded();
+            records.metrics.flow_records_aggregated(now_folded - folded);
+            folded = now_folded;
+            if !out.is_empty() {
+                records.metrics.flow_records(out.len() as u64);
+                if let Some(log) = &mut records.log {
+                    let written = out
+                        .iter()
+                        .try_for_each(|record| log.write(record))
+                        .and_then(|()| log.flush());
+                    // Enforcement does not depend on the flow log: report, go on.
+                    if let Err(e) = written {
+                        lost_batches += 1;
+                        if lost_batches.is_power_of_two() {
+                            tracing::error!(error = %e, lost_batches, "flow records lost");
+                        }
+                    }
+                    records
+                        .metrics
+                        .flow_log_rotated(log.rotations() - rotations);
+                    rotations = log.rotations();
+                }
+                match &records.reports {
+                    Some(reports) => reports.push_flows(out.drain(..)),
+                    None => out.clear(),
                 }
             }
         }

@@ -9,15 +9,20 @@
 //!   the node's own addresses as the host, every endpoint address — local
 //!   ones flagged with their port (ifindex 0 while the port is missing, so
 //!   the address never falls back to a world entry), remote ones flagged
-//!   remote. IPv6 is skipped (the datapath drops it with a counted reason);
+//!   remote with the underlay address of their node (0.0.0.0 while it is
+//!   unknown: the datapath drops traffic to them, NO_TUNNEL). IPv6 is
+//!   skipped (the datapath drops it with a counted reason);
 //! - ENDPOINTS: the local endpoints whose host-side port exists;
 //! - POLICY: both directions of every local endpoint's identity, and the
 //!   ingress side of the identities that exist only on other nodes (the
 //!   source node checks the destination's ingress too);
-//! - TENANTS and UPLINKS from the uplinks given to the agent.
+//! - TENANTS (with each tenant's VNI) and UPLINKS from the uplinks given to
+//!   the agent;
+//! - ports: each local endpoint's, each uplink, and the overlay device
+//!   ([`crate::OVERLAY_DEVICE`], `from_overlay`) when it exists.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use palisade_datapath::abi::{
     self, policy_flags, Endpoint as AbiEndpoint, IpcacheKey as AbiIpcacheKey, IpcacheValue,
@@ -81,6 +86,9 @@ pub struct NodeInputs<'a> {
     pub links: &'a NodeLinks,
     /// Uplinks toward the tenants' worlds.
     pub uplinks: &'a [UplinkSpec],
+    /// The underlay address of each node (where its endpoints are reached
+    /// over the overlay).
+    pub nodes: &'a BTreeMap<String, Ipv4Addr>,
 }
 
 /// What a port of the node is for.
@@ -90,6 +98,8 @@ pub enum PortRole {
     Endpoint(String),
     /// The uplink of a tenant.
     Uplink(String),
+    /// The node's VXLAN device: packets from other nodes.
+    Overlay,
 }
 
 /// An interface the programs must be attached to.
@@ -107,6 +117,7 @@ impl Port {
         match self.role {
             PortRole::Endpoint(_) => &[Hook::FromEndpoint, Hook::ToEndpoint],
             PortRole::Uplink(_) => &[Hook::FromUplink],
+            PortRole::Overlay => &[Hook::FromOverlay],
         }
     }
 }
@@ -180,8 +191,18 @@ pub fn desired(inputs: &NodeInputs<'_>) -> Desired {
         tables,
         links,
         uplinks,
+        nodes,
     } = *inputs;
     let mut out = Desired::default();
+    if let Some(device) = links.get(crate::overlay::OVERLAY_DEVICE) {
+        out.ports.insert(
+            device.ifindex,
+            Port {
+                name: crate::overlay::OVERLAY_DEVICE.to_string(),
+                role: PortRole::Overlay,
+            },
+        );
+    }
     let node_tenants: BTreeMap<&str, u16> = intent
         .endpoints
         .iter()
@@ -280,6 +301,7 @@ pub fn desired(inputs: &NodeInputs<'_>) -> Desired {
 
     let mut local_subjects = BTreeSet::new();
     let mut remote_subjects = BTreeSet::new();
+    let mut unknown_nodes: BTreeMap<&str, usize> = BTreeMap::new();
     for endpoint in &intent.endpoints {
         let Some(&index) = node_tenants.get(endpoint.tenant.as_str()) else {
             continue;
@@ -296,15 +318,27 @@ pub fn desired(inputs: &NodeInputs<'_>) -> Desired {
             local_endpoint(endpoint, index, identity, links, &mut out);
         } else {
             remote_subjects.insert(identity);
+            let node_address = nodes.get(&endpoint.node).copied();
+            if node_address.is_none() {
+                *unknown_nodes.entry(endpoint.node.as_str()).or_insert(0) += 1;
+            }
             for ip in ipv4s(endpoint) {
                 out.maps.ipcache.insert(
                     AbiIpcacheKey::new(u32::from(index), ip, 32),
-                    // The overlay will say which node; until then the datapath
-                    // drops remote destinations (REMOTE_UNSUPPORTED).
-                    IpcacheValue::remote_endpoint(identity.0, std::net::Ipv4Addr::UNSPECIFIED),
+                    IpcacheValue::remote_endpoint(
+                        identity.0,
+                        node_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    ),
                 );
             }
         }
+    }
+
+    for (node, count) in unknown_nodes {
+        out.notes.push(format!(
+            "the underlay address of node {node} is unknown (give it with --peer, or the control \
+             plane's node table): traffic to its {count} endpoint(s) is dropped"
+        ));
     }
 
     for subject in &local_subjects {
@@ -345,6 +379,7 @@ fn local_endpoint(
                 match &port.role {
                     PortRole::Endpoint(other) => format!("the port of {other}"),
                     PortRole::Uplink(t) => format!("the uplink of tenant {t}"),
+                    PortRole::Overlay => "the overlay device".to_string(),
                 }
             ));
         }
@@ -461,6 +496,7 @@ spec:
         let ids = IdentityAllocator::new().allocate(&intent).unwrap();
         let local = node_intent(&intent, "n1");
         let tables = Compiler::default().update(&local, &ids).unwrap();
+        let nodes = BTreeMap::from([("n2".to_string(), Ipv4Addr::new(10, 255, 0, 2))]);
         let d = desired(&NodeInputs {
             node: "n1",
             intent: &local,
@@ -468,6 +504,7 @@ spec:
             tables: &tables,
             links,
             uplinks,
+            nodes: &nodes,
         });
         (d, ids)
     }
@@ -486,6 +523,13 @@ spec:
             Link {
                 ifindex: 9,
                 mac: Some([6, 0, 0, 0, 0, 9]),
+            },
+        );
+        links.links.insert(
+            crate::overlay::OVERLAY_DEVICE.into(),
+            Link {
+                ifindex: 11,
+                mac: Some([6, 0, 0, 0, 0, 11]),
             },
         );
         links.addresses.insert(Ipv4Addr::new(10, 255, 0, 1));
@@ -529,8 +573,9 @@ spec:
                 .values()
                 .map(|p| p.name.as_str())
                 .collect::<Vec<_>>(),
-            ["pweb", "up1"]
+            ["pweb", "up1", "palisade-vxlan"]
         );
+        assert_eq!(d.ports[&11].hooks(), [Hook::FromOverlay]);
 
         let at = |ip: [u8; 4], len| d.maps.ipcache[&AbiIpcacheKey::new(acme, ip.into(), len)];
         assert_eq!(at([10, 0, 0, 1], 32).flags, ipcache_flags::LOCAL_ENDPOINT);
@@ -541,6 +586,11 @@ spec:
             "a local endpoint without port never falls back to the world entry"
         );
         assert_eq!(at([10, 0, 0, 2], 32).flags, ipcache_flags::REMOTE_ENDPOINT);
+        assert_eq!(
+            at([10, 0, 0, 2], 32).node_ipv4,
+            [10, 255, 0, 2],
+            "db is reached over the overlay at its node's address"
+        );
         assert_eq!(at([0, 0, 0, 0], 0).flags, ipcache_flags::WORLD);
         assert_eq!(at([192, 0, 2, 0], 24).flags, ipcache_flags::WORLD);
         assert_eq!(at([10, 255, 0, 1], 32).flags, ipcache_flags::HOST);

@@ -26,6 +26,16 @@ pub enum AgentError {
         source: io::Error,
     },
 
+    /// The agent's own network namespace (where it talks to the server and
+    /// serves metrics) could not be opened or entered again.
+    #[error("cannot {action} the agent's own network namespace: {source} (the agent needs root: CAP_SYS_ADMIN)")]
+    HomeNetns {
+        /// `open` or `enter`.
+        action: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+
     /// A policy path does not exist or cannot be watched.
     #[error("cannot watch policy path {}: {reason}", path.display())]
     PolicyPath {
@@ -118,6 +128,41 @@ pub enum AgentError {
         text: String,
         /// What is wrong with it.
         reason: String,
+    },
+
+    /// A `--peer` value is not `NODE=IP`.
+    #[error("invalid peer {text:?}: {reason} (write NODE=IP, e.g. node-2=10.255.0.2)")]
+    InvalidPeer {
+        /// The value given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The node's overlay device could not be created, adopted or set up.
+    #[error("overlay device {device}: {reason}")]
+    Overlay {
+        /// The device's name.
+        device: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
+    /// The metrics listener could not listen.
+    #[error("cannot serve metrics on {addr}: {source} (is the address in use? --metrics-listen 127.0.0.1:0 picks a free port)")]
+    MetricsListen {
+        /// The address given with --metrics-listen.
+        addr: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+
+    /// The connection to the control plane could not be set up.
+    #[error("cannot set up the connection to the server: {source}")]
+    Server {
+        /// The client's error.
+        #[from]
+        source: palisade_client::ClientError,
     },
 
     /// A thread of the agent could not be started or ended abnormally.

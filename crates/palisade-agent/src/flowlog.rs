@@ -1,22 +1,24 @@
 //! The flow log: one JSON line per datapath event (and per connection that
 //! conntrack GC expired), with Elastic Common Schema field names as nested
-//! objects, and the writer that appends them to a file or standard output.
+//! objects, and the writer that appends them to a file (rotated by size) or
+//! standard output. The same records go to the control plane.
 //!
 //! ```json
-//! {"@timestamp":"2026-05-01T12:00:00.123Z",
+//! {"@timestamp":"2026-05-01T12:00:00.123Z","ecs":{"version":"8.11.0"},
 //!  "event":{"kind":"event","category":["network"],"type":["connection","denied"],
 //!           "action":"packet-denied","outcome":"failure","reason":"POLICY_DENIED"},
 //!  "source":{"ip":"10.0.1.10","port":40312},"destination":{"ip":"10.0.3.10","port":5432},
 //!  "network":{"transport":"tcp","iana_number":"6","direction":"ingress"},
 //!  "rule":{"name":"default deny of tenant acme (ingress)"},
-//!  "palisade":{"node":"node-1","tenant":"acme","hook":"from_endpoint","suppressed":0,
+//!  "palisade":{"node":"node-1","tenant":"acme","hook":"from_endpoint","count":1,"suppressed":0,
+//!    "attribution":{"kind":"tenant_default","tenant":"acme","direction":"ingress"},
 //!    "source":{"endpoint":"acme:web-1","identity":65793},
 //!    "destination":{"endpoint":"acme:db-1","identity":65794}}}
 //! ```
 
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use palisade_datapath::abi::{ip_proto, CtKey};
@@ -24,9 +26,12 @@ use palisade_datapath::{ClosedFlow, ConnCounters, Direction, FlowEvent, FlowInfo
 use palisade_policy::Attribution;
 use serde_json::{Map, Value};
 
-use crate::config::FlowLogTarget;
+use crate::config::{FlowLogConfig, FlowLogTarget, Rotation};
 use crate::error::{AgentError, Result};
 use crate::names::{EventNames, Peer};
+
+/// The ECS version whose field names and types the records follow.
+pub const ECS_VERSION: &str = "8.11.0";
 
 /// Turns datapath times (CLOCK_MONOTONIC) into wall-clock times.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,7 @@ fn hook_name(hook: Hook) -> &'static str {
         Hook::ToEndpoint => "to_endpoint",
         Hook::FromUplink => "from_uplink",
         Hook::Deliver => "deliver",
+        Hook::FromOverlay => "from_overlay",
     }
 }
 
@@ -119,6 +125,9 @@ fn rule(names: &EventNames, cookie: u32) -> (String, Option<String>) {
     }
 }
 
+/// `rule.name`, `rule.ruleset` and `palisade.attribution` (the engine's
+/// attribution as JSON: kind, tier, tenant, policy, direction, index,
+/// action) of the rule or default that decided.
 fn set_rule(record: &mut Map<String, Value>, names: &EventNames, cookie: u32) {
     if cookie == 0 {
         return;
@@ -127,6 +136,13 @@ fn set_rule(record: &mut Map<String, Value>, names: &EventNames, cookie: u32) {
     set(record, "rule.name", name);
     if let Some(tier) = tier {
         set(record, "rule.ruleset", tier);
+    }
+    if let Some(attribution) = names.cookies.get(cookie) {
+        set(
+            record,
+            "palisade.attribution",
+            serde_json::to_value(attribution).expect("attributions serialize"),
+        );
     }
 }
 
@@ -145,6 +161,7 @@ fn base(
         "@timestamp",
         humantime::format_rfc3339_millis(clock.at(flow.timestamp)).to_string(),
     );
+    set(&mut r, "ecs.version", ECS_VERSION);
     set(&mut r, "event.kind", "event");
     set(&mut r, "event.category", vec!["network"]);
     set(&mut r, "event.type", types.to_vec());
@@ -210,6 +227,24 @@ fn set_connection_rules(r: &mut Map<String, Value>, names: &EventNames, egress: 
     set_rule(r, names, cookie);
 }
 
+/// `palisade.count` (packets the record stands for) and
+/// `palisade.suppressed` (those of them not reported one by one).
+pub(crate) fn set_count(r: &mut Map<String, Value>, count: u64) {
+    set(r, "palisade.count", count);
+    set(r, "palisade.suppressed", count.saturating_sub(1));
+}
+
+/// `palisade.audit.*`: the audit-mode rule that would deny (the traffic
+/// passed), its policy and tier.
+fn set_audit(r: &mut Map<String, Value>, names: &EventNames, cookie: u32) {
+    set(r, "palisade.audit.would_deny", true);
+    set(r, "palisade.audit.rule", rule(names, cookie).0);
+    if let Some(Attribution::Rule { policy, tier, .. }) = names.cookies.get(cookie) {
+        set(r, "palisade.audit.policy", policy.clone());
+        set(r, "palisade.audit.tier", tier.clone());
+    }
+}
+
 /// The flow log record of one datapath event.
 pub fn event_record(event: &FlowEvent, names: &EventNames, clock: &WallClock) -> Value {
     let r = match event {
@@ -253,7 +288,7 @@ pub fn event_record(event: &FlowEvent, names: &EventNames, clock: &WallClock) ->
                 set(&mut r, "network.direction", direction_name(*side));
             }
             set_rule(&mut r, names, *cookie);
-            set(&mut r, "palisade.suppressed", *suppressed);
+            set_count(&mut r, 1 + u64::from(*suppressed));
             r
         }
         FlowEvent::AuditWouldDeny {
@@ -273,9 +308,9 @@ pub fn event_record(event: &FlowEvent, names: &EventNames, clock: &WallClock) ->
             if let Some(side) = side {
                 set(&mut r, "network.direction", direction_name(*side));
             }
-            set(&mut r, "palisade.audit.rule", rule(names, *audit_cookie).0);
+            set_audit(&mut r, names, *audit_cookie);
             set_rule(&mut r, names, *audit_cookie);
-            set(&mut r, "palisade.suppressed", *suppressed);
+            set_count(&mut r, 1 + u64::from(*suppressed));
             r
         }
         FlowEvent::ConnClosed {
@@ -375,59 +410,101 @@ pub fn expired_record(closed: &ClosedFlow, names: &EventNames, clock: &WallClock
     Value::Object(r)
 }
 
-/// Where records are written.
+/// Where records are written: standard output, or a file rotated by size.
 pub struct FlowLog {
     out: BufWriter<Box<dyn Write + Send>>,
     path: PathBuf,
+    rotation: Option<Rotation>,
+    /// Bytes in the current file (written or buffered).
+    size: u64,
+    /// Files rotated since the log was opened.
+    rotations: u64,
+    line: Vec<u8>,
 }
 
 impl std::fmt::Debug for FlowLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowLog").field("path", &self.path).finish()
+        f.debug_struct("FlowLog")
+            .field("path", &self.path)
+            .field("rotation", &self.rotation)
+            .finish()
     }
+}
+
+/// Opens `path` for appending (creating it and its directory).
+fn open_append(path: &Path) -> Result<(fs::File, u64)> {
+    let fail = |action, source| AgentError::FlowLog {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| fail("open", e))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size))
+}
+
+/// `flows.jsonl.N`.
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
 }
 
 impl FlowLog {
     /// Opens the target (a file is appended to, and created if missing).
-    pub fn open(target: &FlowLogTarget) -> Result<FlowLog> {
-        let (out, path): (Box<dyn Write + Send>, PathBuf) = match target {
-            FlowLogTarget::Stdout => (Box::new(std::io::stdout()), PathBuf::from("-")),
+    pub fn open(config: &FlowLogConfig) -> Result<FlowLog> {
+        let (out, path, size): (Box<dyn Write + Send>, PathBuf, u64) = match &config.target {
+            FlowLogTarget::Stdout => (Box::new(std::io::stdout()), PathBuf::from("-"), 0),
             FlowLogTarget::File(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| AgentError::FlowLog {
-                        action: "create the directory of",
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| AgentError::FlowLog {
-                        action: "open",
-                        path: path.clone(),
-                        source,
-                    })?;
-                (Box::new(file), path.clone())
+                let (file, size) = open_append(path)?;
+                (Box::new(file), path.clone(), size)
             }
+        };
+        let rotation = match config.target {
+            FlowLogTarget::Stdout => None,
+            FlowLogTarget::File(_) => config.rotation.map(|r| Rotation {
+                keep: r.keep.max(1),
+                ..r
+            }),
         };
         Ok(FlowLog {
             out: BufWriter::new(out),
             path,
+            rotation,
+            size,
+            rotations: 0,
+            line: Vec::new(),
         })
     }
 
-    /// Appends one record (buffered until [`FlowLog::flush`]).
+    /// Appends one record (buffered until [`FlowLog::flush`]); rotates the
+    /// file first when the record would take it past its size.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        serde_json::to_writer(&mut self.out, record)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).expect("a JSON value serializes");
+        self.line.push(b'\n');
+        let len = self.line.len() as u64;
+        if let Some(rotation) = self.rotation {
+            if self.size > 0 && self.size + len > rotation.max_bytes {
+                self.rotate(rotation)?;
+            }
+        }
+        self.out
+            .write_all(&self.line)
             .map_err(|source| AgentError::FlowLog {
                 action: "write",
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        self.size += len;
+        Ok(())
     }
 
     /// Writes out buffered records.
@@ -437,6 +514,47 @@ impl FlowLog {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// Files rotated since the log was opened.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
+    /// `flows.jsonl` → `flows.jsonl.1` → ... → `flows.jsonl.<keep-1>` (the
+    /// oldest beyond is removed), then a new `flows.jsonl`.
+    fn rotate(&mut self, rotation: Rotation) -> Result<()> {
+        self.flush()?;
+        let fail = |action, path: &Path, source| AgentError::FlowLog {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let oldest = numbered(&self.path, rotation.keep.saturating_sub(1).max(1));
+        match fs::remove_file(&oldest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail("remove", &oldest, e)),
+        }
+        if rotation.keep == 1 {
+            fs::remove_file(&self.path).map_err(|e| fail("remove", &self.path, e))?;
+        } else {
+            for n in (1..rotation.keep - 1).rev() {
+                let from = numbered(&self.path, n);
+                if from.exists() {
+                    let to = numbered(&self.path, n + 1);
+                    fs::rename(&from, &to).map_err(|e| fail("rename", &from, e))?;
+                }
+            }
+            let first = numbered(&self.path, 1);
+            fs::rename(&self.path, &first).map_err(|e| fail("rename", &self.path, e))?;
+        }
+        let (file, size) = open_append(&self.path)?;
+        self.out = BufWriter::new(Box::new(file));
+        self.size = size;
+        self.rotations += 1;
+        tracing::debug!(path = %self.path.display(), keep = rotation.keep, "flow log rotated");
+        Ok(())
     }
 }
 
@@ -462,17 +580,30 @@ mod tests {
             .allocate(&intent)
             .unwrap();
         let mut names = EventNames::new("n1", BTreeMap::new());
-        let cookies = Arc::new(BTreeMap::from([(
-            7,
-            Attribution::Rule {
-                tier: "security".into(),
-                tenant: "acme".into(),
-                policy: "db-ingress".into(),
-                direction: ModelDirection::Ingress,
-                index: 0,
-                action: Action::Deny,
-            },
-        )]));
+        let cookies = Arc::new(BTreeMap::from([
+            (
+                7,
+                Attribution::Rule {
+                    tier: "security".into(),
+                    tenant: "acme".into(),
+                    policy: "db-ingress".into(),
+                    direction: ModelDirection::Ingress,
+                    index: 0,
+                    action: Action::Deny,
+                },
+            ),
+            (
+                8,
+                Attribution::Rule {
+                    tier: "default".into(),
+                    tenant: "acme".into(),
+                    policy: "db-lockdown".into(),
+                    direction: ModelDirection::Ingress,
+                    index: 2,
+                    action: Action::Deny,
+                },
+            ),
+        ]));
         names.update(&intent, &ids, &cookies);
         names
     }
@@ -525,8 +656,38 @@ mod tests {
         assert_eq!(r["palisade"]["tenant"], "acme");
         assert_eq!(r["palisade"]["node"], "n1");
         assert_eq!(r["palisade"]["suppressed"], 4);
+        assert_eq!(r["palisade"]["count"], 5);
         assert_eq!(r["palisade"]["source"]["entity"], "world");
         assert_eq!(r["palisade"]["destination"]["endpoint"], "acme:db-1");
+        assert_eq!(r["ecs"]["version"], ECS_VERSION);
+        assert_eq!(
+            r["palisade"]["attribution"],
+            serde_json::json!({"kind": "rule", "tier": "security", "tenant": "acme",
+                "policy": "db-ingress", "direction": "ingress", "index": 0, "action": "deny"})
+        );
+    }
+
+    #[test]
+    fn an_audit_record_says_would_deny_and_names_the_audit_policy() {
+        let names = names();
+        let event = FlowEvent::AuditWouldDeny {
+            flow: flow(1),
+            side: Some(Direction::Ingress),
+            audit_cookie: 8,
+            suppressed: 0,
+        };
+        let r = event_record(&event, &names, &WallClock::now());
+        assert_eq!(r["event"]["action"], "audit-would-deny");
+        assert_eq!(r["event"]["outcome"], "success", "the traffic passed");
+        assert_eq!(r["palisade"]["audit"]["would_deny"], true);
+        assert_eq!(r["palisade"]["audit"]["policy"], "db-lockdown");
+        assert_eq!(r["palisade"]["audit"]["tier"], "default");
+        assert_eq!(
+            r["palisade"]["audit"]["rule"],
+            "default/db-lockdown ingress rule 2 (deny)"
+        );
+        assert_eq!(r["rule"]["name"], r["palisade"]["audit"]["rule"]);
+        assert_eq!(r["palisade"]["attribution"]["policy"], "db-lockdown");
     }
 
     #[test]
@@ -600,16 +761,62 @@ mod tests {
     fn records_are_appended_one_per_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/flows.jsonl");
-        let mut log = FlowLog::open(&FlowLogTarget::File(path.clone())).unwrap();
+        let config = FlowLogConfig::new(FlowLogTarget::File(path.clone()));
+        let mut log = FlowLog::open(&config).unwrap();
         log.write(&serde_json::json!({"a": 1})).unwrap();
         log.flush().unwrap();
         drop(log);
-        let mut log = FlowLog::open(&FlowLogTarget::File(path.clone())).unwrap();
+        let mut log = FlowLog::open(&config).unwrap();
         log.write(&serde_json::json!({"b": 2})).unwrap();
         log.flush().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"a\":1}\n{\"b\":2}\n"
         );
+    }
+
+    #[test]
+    fn a_file_is_rotated_by_size_and_keeps_the_configured_number_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.jsonl");
+        let config = FlowLogConfig {
+            target: FlowLogTarget::File(path.clone()),
+            rotation: Some(Rotation {
+                max_bytes: 100,
+                keep: 3,
+            }),
+        };
+        let mut log = FlowLog::open(&config).unwrap();
+        // 30 records of 20 bytes: five per 100-byte file.
+        for n in 0..30 {
+            log.write(&serde_json::json!({ "n": format!("{n:010}") }))
+                .unwrap();
+        }
+        log.flush().unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["flows.jsonl", "flows.jsonl.1", "flows.jsonl.2"]);
+        for file in &files {
+            let len = std::fs::metadata(dir.path().join(file)).unwrap().len();
+            assert!(len <= 100, "{file}: {len} bytes");
+        }
+        // The newest records are in the current file, older ones in .1.
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(current.contains("0000000029"), "{current}");
+        let older = std::fs::read_to_string(dir.path().join("flows.jsonl.1")).unwrap();
+        assert!(older.contains("0000000024"), "{older}");
+        assert_eq!(log.rotations(), 5);
+
+        // Reopened, the size already written counts.
+        drop(log);
+        let mut log = FlowLog::open(&config).unwrap();
+        for n in 0..5 {
+            log.write(&serde_json::json!({ "n": format!("{n:010}") }))
+                .unwrap();
+        }
+        assert_eq!(log.rotations(), 1);
     }
 }

@@ -1,8 +1,11 @@
 //! palisade's per-host agent: keeps one node's eBPF datapath equal to the
 //! intent.
 //!
-//! A [`Source`] (by default [`DirectorySource`]: resource files, watched)
-//! hands over complete [`Snapshot`]s. The agent allocates identities
+//! A [`Source`] hands over complete [`Snapshot`]s: [`DirectorySource`]
+//! (resource files, watched), or [`ServerSource`] (a control plane's node
+//! stream, whose identities the agent then uses; the agent reports its
+//! status, flow records and rule counters back, and keeps enforcing the last
+//! state while the server is away). Otherwise the agent allocates identities
 //! (persisted in its state directory, so a restart keeps them), compiles the
 //! tenants present on its node, turns the result into map contents
 //! ([`desired()`], a pure function), diffs them against what the kernel's
@@ -10,8 +13,8 @@
 //! a hole, then bumps the policy revision so established connections are
 //! decided again. It attaches the programs to endpoint ports and uplinks as
 //! they appear (TCX links pinned on bpffs: they outlive the agent, and a new
-//! agent takes them over in place), and turns datapath events into the flow
-//! log (ECS JSON lines).
+//! agent takes them over in place), turns datapath events into the flow
+//! log (ECS JSON lines, aggregated, rotated) and serves Prometheus metrics.
 //!
 //! ```no_run
 //! # fn demo() -> palisade_agent::Result<()> {
@@ -29,29 +32,42 @@
 //! log's fields.
 
 mod agent;
+pub mod aggregate;
 mod config;
 pub mod desired;
 mod error;
 pub mod flowlog;
 mod interfaces;
+pub mod metrics;
 pub mod names;
 mod netns;
+pub mod overlay;
 mod ports;
 pub mod reconcile;
+pub mod reports;
+mod sample;
+pub mod server;
 pub mod source;
 mod state;
 mod uninstall;
+mod vxlan;
 
 pub use agent::{Agent, Stopper};
 pub use config::{
-    default_bpffs_dir, default_state_dir, AgentConfig, FlowLogTarget, Timing, UplinkSpec,
-    DEFAULT_BPFFS_ROOT, DEFAULT_STATE_ROOT,
+    default_bpffs_dir, default_state_dir, AgentConfig, FlowLogConfig, FlowLogTarget, Rotation,
+    ServerSettings, Timing, UplinkSpec, DEFAULT_BPFFS_ROOT, DEFAULT_STATE_ROOT,
 };
 pub use desired::{desired, ipcache_key, node_intent, policy_entry, Desired, NodeInputs};
 pub use error::{AgentError, Result};
 pub use interfaces::{Link, NodeLinks};
-pub use netns::enter_netns;
+pub use netns::{enter_netns, NetnsHandle};
+pub use overlay::{OverlayConfig, PeerSpec, Underlay, OVERLAY_DEVICE};
 pub use reconcile::{ChangeCounts, MapContents, Plan};
-pub use source::{DirectorySource, Snapshot, Source, SourceUpdate, StopFlag, Updates};
-pub use state::{read_status, AgentStatus, ReconcileStatus, StateDir, STATUS_FILE};
+pub use server::ServerSource;
+pub use source::{
+    DirectorySource, LinkEvent, ServerRevision, Snapshot, Source, SourceUpdate, StopFlag, Updates,
+};
+pub use state::{
+    read_status, AgentStatus, ReconcileStatus, ServerLinkStatus, StateDir, STATUS_FILE,
+};
 pub use uninstall::{uninstall, Uninstalled};

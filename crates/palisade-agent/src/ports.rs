@@ -33,6 +33,7 @@ pub(crate) fn hook_from_pin(name: &str) -> Option<Hook> {
         "from_endpoint" => Some(Hook::FromEndpoint),
         "to_endpoint" => Some(Hook::ToEndpoint),
         "from_uplink" => Some(Hook::FromUplink),
+        "from_overlay" => Some(Hook::FromOverlay),
         _ => None,
     }
 }
@@ -170,5 +171,12 @@ impl Ports {
     /// Number of ports with at least one hook attached.
     pub fn count(&self) -> usize {
         self.attached.len()
+    }
+
+    /// Whether this agent attached every hook of `port` at `ifindex`.
+    pub fn is_attached(&self, ifindex: u32, port: &Port) -> bool {
+        self.attached.get(&ifindex).is_some_and(|a| {
+            !a.adopted && a.name == port.name && port.hooks().iter().all(|h| a.hooks.contains(h))
+        })
     }
 }

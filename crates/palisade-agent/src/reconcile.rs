@@ -307,7 +307,7 @@ pub struct Capacities {
 
 /// Whether a POLICY key is kept in POLICY when the datapath splits port
 /// ranges into POLICY_RANGES: all ports (/0) and exact ports (/16).
-fn exact_policy_key(key: &PolicyKey) -> bool {
+pub(crate) fn exact_policy_key(key: &PolicyKey) -> bool {
     key.prefixlen == POLICY_PREFIX_BITS || key.prefixlen == POLICY_PREFIX_BITS + 16
 }
 
@@ -323,20 +323,23 @@ pub struct RemovalsFirst {
     pub endpoints: bool,
 }
 
+/// The size (max entries) of the map pinned as `bpffs_dir/name`.
+pub(crate) fn pinned_capacity(bpffs_dir: &Path, name: &str) -> Result<u32> {
+    aya::maps::MapInfo::from_pin(bpffs_dir.join(name))
+        .map(|info| info.max_entries())
+        .map_err(|e| AgentError::Datapath {
+            source: palisade_datapath::Error::InspectPin {
+                name: name.to_string(),
+                path: bpffs_dir.join(name),
+                source: Box::new(e),
+            },
+        })
+}
+
 impl Capacities {
     /// Reads the sizes of the maps pinned in `bpffs_dir`.
     pub fn read(bpffs_dir: &Path) -> Result<Capacities> {
-        let size = |name: &str| -> Result<u32> {
-            aya::maps::MapInfo::from_pin(bpffs_dir.join(name))
-                .map(|info| info.max_entries())
-                .map_err(|e| AgentError::Datapath {
-                    source: palisade_datapath::Error::InspectPin {
-                        name: name.to_string(),
-                        path: bpffs_dir.join(name),
-                        source: Box::new(e),
-                    },
-                })
-        };
+        let size = |name: &str| pinned_capacity(bpffs_dir, name);
         let ranges = bpffs_dir.join("POLICY_RANGES");
         Ok(Capacities {
             endpoints: size("ENDPOINTS")?,

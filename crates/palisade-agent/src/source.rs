@@ -5,16 +5,17 @@
 //!
 //! [`DirectorySource`] reads resource files and directories and watches them
 //! (inotify, with a short debounce): a valid edit becomes a new snapshot, an
-//! invalid one a [`SourceUpdate::Rejected`] with every diagnostic. A control
-//! plane source will keep its own copy of the intent from the server's
-//! snapshot and ordered deltas, and send a snapshot (with the server's
-//! identities) after each batch; nothing downstream changes.
+//! invalid one a [`SourceUpdate::Rejected`] with every diagnostic. The
+//! control plane source (`crate::server::ServerSource`) keeps its own copy of
+//! the intent from the server's snapshot and ordered deltas and sends a
+//! snapshot (with the server's identities and revision) after each message,
+//! plus the state of its connection; nothing downstream changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
@@ -37,6 +38,34 @@ pub struct Snapshot {
     pub identities: Option<Identities>,
     /// What this snapshot is, for logs (`3 files`, a server revision, ...).
     pub revision: String,
+    /// The control plane revision it is at, for sources that have one.
+    pub server: Option<ServerRevision>,
+}
+
+/// A control plane revision and when the server committed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerRevision {
+    /// The store revision.
+    pub revision: u64,
+    /// When the server saw it committed (its clock), when it says.
+    pub committed_at: Option<SystemTime>,
+}
+
+/// A change of a source's connection to its control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Connected (again); messages follow.
+    Connected {
+        /// The server's URL.
+        server: String,
+    },
+    /// Lost: the agent keeps enforcing what it applied ("fail static").
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// Since when.
+        since: SystemTime,
+    },
 }
 
 /// What a source reports.
@@ -49,6 +78,18 @@ pub enum SourceUpdate {
     Rejected {
         /// Every problem, with file:line:col where there is a file.
         diagnostics: Diagnostics,
+    },
+    /// The connection to the control plane changed.
+    Link(LinkEvent),
+    /// The control plane's table of node underlay addresses (every node,
+    /// replacing the last one): where the endpoints of other nodes are
+    /// reached over the overlay.
+    Nodes(std::collections::BTreeMap<String, std::net::Ipv4Addr>),
+    /// The control plane says the node has every change up to `revision`
+    /// (a heartbeat: nothing new for it).
+    UpTo {
+        /// The server's revision.
+        revision: u64,
     },
 }
 
@@ -150,6 +191,7 @@ impl DirectorySource {
                 ),
                 intent,
                 identities: None,
+                server: None,
             })),
             Err(diagnostics) => SourceUpdate::Rejected { diagnostics },
         }
@@ -240,7 +282,7 @@ impl Source for DirectorySource {
         let mut last = self.load();
         let mut last_intent = match &last {
             SourceUpdate::Snapshot(s) => Some(s.intent.clone()),
-            SourceUpdate::Rejected { .. } => None,
+            _ => None,
         };
         if !updates.send(last.clone()) {
             return Ok(());

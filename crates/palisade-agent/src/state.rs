@@ -45,6 +45,34 @@ pub struct AgentStatus {
     pub last_reconcile: Option<ReconcileStatus>,
     /// The last problem (rejected input, compile error, failed apply), cleared by a good reconcile.
     pub last_error: Option<String>,
+    /// The control plane, when the agent follows one.
+    #[serde(default)]
+    pub server: Option<ServerLinkStatus>,
+    /// Where the metrics are served (`http://ADDR/metrics`).
+    #[serde(default)]
+    pub metrics: Option<String>,
+}
+
+/// The agent's link to its control plane, as the status file reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLinkStatus {
+    /// The configured servers, tried in turn.
+    pub servers: Vec<String>,
+    /// Whether the node stream is connected now. While it is not, the agent
+    /// keeps enforcing the last state it applied ("fail static").
+    pub connected: bool,
+    /// The server it is connected to.
+    pub server: Option<String>,
+    /// Since when it is connected or disconnected (RFC 3339).
+    pub since: String,
+    /// Why it is disconnected.
+    pub reason: Option<String>,
+    /// The last message from the server (heartbeats included), RFC 3339.
+    pub last_contact: Option<String>,
+    /// The server revision the node stream has brought the agent up to.
+    pub seen_revision: u64,
+    /// The server revision the agent has in the kernel.
+    pub applied_revision: u64,
 }
 
 /// One reconcile, as the status file reports it.
@@ -60,6 +88,10 @@ pub struct ReconcileStatus {
     pub policy_revision: u32,
     /// The snapshot it enforced (see `Snapshot::revision`).
     pub source: String,
+    /// From the server committing the revision to this reconcile's end,
+    /// milliseconds (server sources; needs both clocks in sync).
+    #[serde(default)]
+    pub propagation_ms: Option<f64>,
 }
 
 /// The state directory.

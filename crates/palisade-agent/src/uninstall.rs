@@ -1,5 +1,6 @@
 //! Removing palisade from a node (`palisade agent --uninstall`): detach
-//! every hook the agent pinned and remove its bpffs directory (maps, links).
+//! every hook the agent pinned, remove its bpffs directory (maps, links) and
+//! the overlay's VXLAN device.
 //! Run it with the agent stopped and in the node's network namespace (the
 //! CLI's `--netns`): links pinned for the agent's own namespace are looked
 //! up there.
@@ -19,6 +20,8 @@ pub struct Uninstalled {
     pub detached: usize,
     /// Whether the pin directory existed and was removed.
     pub removed_dir: bool,
+    /// Whether the overlay device ([`crate::OVERLAY_DEVICE`]) was there and deleted.
+    pub removed_overlay: bool,
 }
 
 /// Detaches every pinned hook under `bpffs_dir` and removes the directory.
@@ -69,5 +72,11 @@ pub fn uninstall(bpffs_dir: &Path) -> Result<Uninstalled> {
         source,
     })?;
     out.removed_dir = true;
+    // Last: its hook went with the pins.
+    out.removed_overlay =
+        crate::vxlan::delete_link(crate::OVERLAY_DEVICE).map_err(|e| AgentError::Overlay {
+            device: crate::OVERLAY_DEVICE,
+            reason: format!("cannot delete it: {e}"),
+        })?;
     Ok(out)
 }

@@ -326,6 +326,11 @@ pub struct NodeStatus {
     /// The endpoints attached on the node (`tenant:namespace/name`).
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// The node's address on the underlay, where other nodes reach its
+    /// endpoints over the overlay; the server shares it with every node
+    /// (`NodeSnapshot::nodes`). Absent when the agent runs no overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_address: Option<std::net::Ipv4Addr>,
 }
 
 /// An agent as `GET /api/v1/status` shows it.
@@ -512,6 +517,15 @@ pub struct NodeSnapshot {
     pub resources: Vec<NodeResource>,
     /// Those tenants' identities.
     pub identities: Vec<TenantIdentities>,
+    /// Every node's underlay address, as the agents reported it: where the
+    /// endpoints of other nodes are reached over the overlay.
+    #[serde(default)]
+    pub nodes: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+    /// When the server saw the last change in this state committed (RFC
+    /// 3339, ms); absent when it does not know (state loaded at its start).
+    /// Agents measure the propagation delay from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// The changes of one revision.
@@ -521,6 +535,9 @@ pub struct NodeDelta {
     pub revision: u64,
     /// The changes, in the order they were written.
     pub changes: Vec<NodeChange>,
+    /// When the server saw the revision committed (RFC 3339, ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// One change of a delta.
@@ -542,6 +559,11 @@ pub enum NodeChange {
     Identities {
         /// The tenant's identities now.
         identities: TenantIdentities,
+    },
+    /// The node table changed (sent to every node).
+    Nodes {
+        /// Every node's underlay address now.
+        nodes: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
     },
 }
 
@@ -565,6 +587,36 @@ mod tests {
         for kind in Kind::ALL {
             assert_eq!(parse_kind(kind_path(kind)), Some(kind));
         }
+    }
+
+    #[test]
+    fn the_node_table_travels_in_snapshots_and_deltas() {
+        let change = NodeChange::Nodes {
+            nodes: [("n1".to_string(), std::net::Ipv4Addr::new(10, 255, 0, 1))].into(),
+        };
+        let json = serde_json::to_value(&change).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "nodes", "nodes": {"n1": "10.255.0.1"}})
+        );
+        assert_eq!(serde_json::from_value::<NodeChange>(json).unwrap(), change);
+        // A server without node tables: an empty one.
+        let old: NodeMessage = serde_json::from_str(
+            r#"{"type":"snapshot","revision":3,"tenants":[],"resources":[],"identities":[]}"#,
+        )
+        .unwrap();
+        match old {
+            NodeMessage::Snapshot(s) => assert!(s.nodes.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        let status: NodeStatus = serde_json::from_str(
+            r#"{"appliedRevision":1,"health":"ok","underlayAddress":"10.255.0.2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            status.underlay_address,
+            Some(std::net::Ipv4Addr::new(10, 255, 0, 2))
+        );
     }
 
     #[test]

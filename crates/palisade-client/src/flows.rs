@@ -34,6 +34,22 @@ impl Client {
         .await
     }
 
+    /// Pushes flow records as JSON objects, every field kept as it is (the
+    /// agent sends its flow log's records: more fields than
+    /// [`FlowRecord`] names, which the server keeps and serves back).
+    pub async fn post_flow_values(
+        &self,
+        node: &str,
+        records: &[serde_json::Value],
+    ) -> Result<FlowsAccepted, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/nodes/{}/flows", encode(node)),
+            Some(&serde_json::json!({ "records": records })),
+        )
+        .await
+    }
+
     /// Replaces an agent's rule counters (absolute values).
     pub async fn put_counters(
         &self,

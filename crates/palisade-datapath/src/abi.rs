@@ -12,7 +12,7 @@
 use std::net::Ipv4Addr;
 
 /// `PALISADE_ABI_VERSION` of abi.h: bumped when a pinned map's layout changes.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// `EVENT_VERSION`: the version stamped in every [`FlowEventRaw`].
 pub const EVENT_VERSION: u8 = 1;
 
@@ -505,7 +505,7 @@ abi_struct! {
     /// Where one direction of a connection is delivered, cached in its CT
     /// entry by the datapath (bpf/include/deliver.h). User space only needs
     /// it to be zero ([`route_gen::UNRESOLVED`]) in entries it writes.
-    pub struct CtRoute ("ct_route", size 32) {
+    pub struct CtRoute ("ct_route", size 36) {
         /// ROUTE_GEN value the route was resolved under, or a [`route_gen`] value.
         pub gen: u32 = 0,
         /// Interface the packets of this direction arrive on.
@@ -524,12 +524,16 @@ abi_struct! {
         pub action: u8 = 29,
         /// Padding.
         pub pad: [u8; 2] = 30,
+        /// Tunnel routes: the VNI to send with; routes of packets from the
+        /// overlay: the VNI they must carry (and `nexthop`, the node they
+        /// must come from).
+        pub vni: u32 = 32,
     }
 }
 
 abi_struct! {
     /// CT value: one connection.
-    pub struct CtEntry ("ct_entry", size 144) {
+    pub struct CtEntry ("ct_entry", size 152) {
         /// Creation time, CLOCK_MONOTONIC nanoseconds (tick resolution).
         pub created_ns: u64 = 0,
         /// Last packet, CLOCK_MONOTONIC nanoseconds (tick resolution).
@@ -567,7 +571,7 @@ abi_struct! {
         /// Delivery of originator -> responder packets (datapath cache).
         pub route_fwd: CtRoute = 80,
         /// Delivery of replies (datapath cache).
-        pub route_rev: CtRoute = 112,
+        pub route_rev: CtRoute = 116,
     }
 }
 
@@ -580,10 +584,33 @@ abi_struct! {
         pub uplink_ifindex: u32 = 0,
         /// IPv4 next hop on the uplink, network order.
         pub nexthop: [u8; 4] = 4,
-        /// Overlay VXLAN VNI (reserved for the overlay).
+        /// The tenant's VXLAN VNI on the overlay (1..=2^24-1; 0 = none:
+        /// its traffic to other nodes drops with NO_TUNNEL). The
+        /// [`crate::Tenants`] handle keeps VNIS, the reverse map, in step.
         pub vni: u32 = 8,
         /// Reserved, 0.
         pub flags: u32 = 12,
+    }
+}
+
+abi_struct! {
+    /// VNIS value (key: `u32` VNI): the tenant a VNI names on this node.
+    /// Written only by [`crate::Tenants`], from TENANTS.
+    pub struct VniInfo ("vni_info", size 8) {
+        /// Tenant index on this node.
+        pub tenant: u32 = 0,
+        /// Reserved, 0.
+        pub flags: u32 = 4,
+    }
+}
+
+abi_struct! {
+    /// The VXLAN Group Policy option as the programs exchange it with the
+    /// VXLAN device (the kernel's `struct vxlan_metadata`): the low 16 bits
+    /// are the group policy id, the local part of the source identity.
+    pub struct VxlanGbpOpt ("vxlan_gbp_opt", size 4) {
+        /// Group policy id (low 16 bits) and the kernel's flags above.
+        pub gbp: u32 = 0,
     }
 }
 
@@ -601,7 +628,7 @@ abi_struct! {
 
 abi_struct! {
     /// CONFIG[0]: the agent's settings read by every program.
-    pub struct Config ("config", size 48) {
+    pub struct Config ("config", size 56) {
         /// Bumped on every policy change; connections admitted under another
         /// revision are re-decided on their next packet.
         pub policy_revision: u32 = 0,
@@ -623,8 +650,17 @@ abi_struct! {
         pub ct_other_ms: u32 = 32,
         /// At most one rate-limited event per flow per this many milliseconds.
         pub event_interval_ms: u32 = 36,
+        /// The node's VXLAN device (collect metadata, GBP); 0 = none:
+        /// remote destinations drop with NO_TUNNEL. Set through
+        /// [`crate::ConfigMap::set_overlay`].
+        pub overlay_ifindex: u32 = 40,
+        /// Largest inner IPv4 packet the underlay carries once encapsulated
+        /// (underlay MTU - 50); 0 = no check.
+        pub overlay_mtu: u32 = 44,
+        /// This node's underlay address (outer source), network order.
+        pub underlay_ipv4: [u8; 4] = 48,
         /// Reserved, 0.
-        pub reserved: [u32; 2] = 40,
+        pub reserved: u32 = 52,
     }
 }
 
@@ -643,7 +679,10 @@ impl Config {
         ct_icmp_ms: 30_000,
         ct_other_ms: 60_000,
         event_interval_ms: 1000,
-        reserved: [0; 2],
+        overlay_ifindex: 0,
+        overlay_mtu: 0,
+        underlay_ipv4: [0; 4],
+        reserved: 0,
     };
 
     /// The idle timeout of a connection in `state` on `proto`, milliseconds
@@ -792,6 +831,8 @@ abi_enum! {
         FromUplink = "HOOK_FROM_UPLINK" 3,
         /// The delivery program in the CHAIN (never attached to an interface).
         Deliver = "HOOK_DELIVER" 4,
+        /// TC ingress of the node's VXLAN device (packets from other nodes).
+        FromOverlay = "HOOK_FROM_OVERLAY" 5,
     }
 }
 
@@ -873,6 +914,9 @@ abi_enum! {
         World = "DELIVER_WORLD" 2,
         /// `TC_ACT_OK`: on to the node's stack, or to the workload (to_endpoint).
         Stack = "DELIVER_STACK" 3,
+        /// TTL-1, tunnel key (`nexthop`, `vni`) and GBP option, `bpf_redirect`
+        /// to the VXLAN device (`target_ifindex`).
+        Tunnel = "DELIVER_TUNNEL" 4,
     }
 }
 
@@ -903,9 +947,11 @@ abi_struct! {
         pub sport: [u8; 2] = 28,
         /// Destination port, network order.
         pub dport: [u8; 2] = 30,
-        /// Redirect target: destination's host-side port, or the uplink.
+        /// Redirect target: destination's host-side port, the uplink, or the
+        /// VXLAN device.
         pub target_ifindex: u32 = 32,
-        /// World delivery: IPv4 next hop, network order.
+        /// World delivery: IPv4 next hop; tunnel delivery: the destination's
+        /// node; network order.
         pub nexthop: [u8; 4] = 36,
         /// Local delivery: new source MAC.
         pub src_mac: [u8; 6] = 40,
@@ -915,8 +961,8 @@ abi_struct! {
         pub egress_cookie: u32 = 52,
         /// Rule of the destination's ingress side.
         pub ingress_cookie: u32 = 56,
-        /// Padding.
-        pub pad: u32 = 60,
+        /// Tunnel delivery: the tenant's VNI.
+        pub vni: u32 = 60,
     }
 }
 
@@ -936,6 +982,8 @@ pub const STRUCTS: &[StructLayout] = &[
     entry::<CtEntry>(),
     entry::<TenantInfo>(),
     entry::<UplinkInfo>(),
+    entry::<VniInfo>(),
+    entry::<VxlanGbpOpt>(),
     entry::<Config>(),
     entry::<Clock>(),
     entry::<Counter>(),

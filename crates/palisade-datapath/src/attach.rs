@@ -62,7 +62,7 @@ pub struct Attachment {
 
 fn tcx_attach_type(hook: Hook) -> Result<u32> {
     match hook {
-        Hook::FromEndpoint | Hook::FromUplink => Ok(sys::BPF_TCX_INGRESS),
+        Hook::FromEndpoint | Hook::FromUplink | Hook::FromOverlay => Ok(sys::BPF_TCX_INGRESS),
         Hook::ToEndpoint => Ok(sys::BPF_TCX_EGRESS),
         Hook::Deliver => Err(Error::NotAttachable { hook }),
     }
@@ -74,6 +74,7 @@ fn hook_file_name(hook: Hook) -> &'static str {
         Hook::ToEndpoint => "to_endpoint",
         Hook::FromUplink => "from_uplink",
         Hook::Deliver => "deliver",
+        Hook::FromOverlay => "from_overlay",
     }
 }
 

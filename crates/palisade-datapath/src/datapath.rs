@@ -23,7 +23,7 @@ use crate::maps::Maps;
 
 /// The objects compiled from `bpf/*.c` by build.rs, in load order: the first
 /// one creates the maps, the others adopt them through the pins.
-pub(crate) const OBJECTS: [(&str, &[u8]); 4] = [
+pub(crate) const OBJECTS: [(&str, &[u8]); 5] = [
     (
         "from_endpoint",
         aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/from_endpoint.o")),
@@ -40,6 +40,10 @@ pub(crate) const OBJECTS: [(&str, &[u8]); 4] = [
         "deliver",
         aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/deliver.o")),
     ),
+    (
+        "from_overlay",
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/from_overlay.o")),
+    ),
 ];
 
 /// Program name of each hook in its object.
@@ -49,6 +53,7 @@ fn program_name(hook: Hook) -> &'static str {
         Hook::ToEndpoint => "to_endpoint",
         Hook::FromUplink => "from_uplink",
         Hook::Deliver => "deliver_prog",
+        Hook::FromOverlay => "from_overlay",
     }
 }
 
@@ -58,6 +63,7 @@ fn object_index(hook: Hook) -> usize {
         Hook::ToEndpoint => 1,
         Hook::FromUplink => 2,
         Hook::Deliver => 3,
+        Hook::FromOverlay => 4,
     }
 }
 
@@ -76,7 +82,7 @@ pub struct MapSizes {
     pub policy: u32,
     /// CT: tracked connections (LRU: the least recently used is evicted).
     pub conntrack: u32,
-    /// TENANTS and UPLINKS: tenants with a presence on the node.
+    /// TENANTS, VNIS and UPLINKS: tenants with a presence on the node.
     pub tenants: u32,
     /// RULE_COUNTERS: rule cookies with counters.
     pub rule_counters: u32,
@@ -102,7 +108,7 @@ impl Default for MapSizes {
 }
 
 impl MapSizes {
-    fn by_map(&self) -> [(&'static str, u32); 10] {
+    fn by_map(&self) -> [(&'static str, u32); 11] {
         [
             ("ENDPOINTS", self.endpoints),
             ("IPCACHE", self.ipcache),
@@ -111,6 +117,7 @@ impl MapSizes {
             ("CT", self.conntrack),
             ("TENANTS", self.tenants),
             ("UPLINKS", self.tenants),
+            ("VNIS", self.tenants),
             ("RULE_COUNTERS", self.rule_counters),
             ("RATELIMIT", self.ratelimit),
             ("EVENTS", self.events_bytes),

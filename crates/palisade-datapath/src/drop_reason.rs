@@ -98,9 +98,9 @@ drop_reasons! {
     /// The connection's policy was revoked.
     PolicyRevoked = 17, "DROP_POLICY_REVOKED", "POLICY_REVOKED",
         "policy changed and no longer allows this connection: it was cut";
-    /// Destination on another node.
+    /// Retired: before the overlay, a destination on another node.
     RemoteUnsupported = 18, "DROP_REMOTE_UNSUPPORTED", "REMOTE_UNSUPPORTED",
-        "destination is on another node (overlay not supported yet)";
+        "destination on another node (datapaths before the overlay; no longer used)";
     /// Nowhere to send the packet.
     NoRoute = 19, "DROP_NO_ROUTE", "NO_ROUTE",
         "no uplink for world-bound traffic, or IPCACHE points to a missing endpoint";
@@ -119,6 +119,18 @@ drop_reasons! {
     /// The delivery program found no valid verdict metadata.
     BadMeta = 24, "DROP_BAD_META", "BAD_META",
         "delivery program entered without verdict metadata for this packet";
+    /// A packet from the overlay without tunnel metadata or with a VNI of no tenant here.
+    UnknownVni = 25, "DROP_UNKNOWN_VNI", "UNKNOWN_VNI",
+        "overlay packet with a VNI that names no tenant on this node";
+    /// A packet from the overlay whose claimed identity or sending node is not its source's.
+    ForgedIdentity = 26, "DROP_FORGED_IDENTITY", "FORGED_IDENTITY",
+        "overlay packet whose GBP identity or sending node is not that of its source address";
+    /// A DF packet too big for the overlay, answered with ICMP fragmentation needed.
+    FragNeeded = 27, "DROP_FRAG_NEEDED", "FRAG_NEEDED",
+        "packet with DF too big for the overlay: answered with ICMP fragmentation needed";
+    /// A remote destination without an overlay device or an address of its node.
+    NoTunnel = 28, "DROP_NO_TUNNEL", "NO_TUNNEL",
+        "destination on another node, but no overlay device or no underlay address of that node";
 }
 
 impl fmt::Display for DropReason {

@@ -184,7 +184,7 @@ pub enum Error {
     },
 
     /// This hook cannot be attached to an interface.
-    #[error("{hook:?} is not an attachable hook (use FromEndpoint, ToEndpoint or FromUplink)")]
+    #[error("{hook:?} is not an attachable hook (use FromEndpoint, ToEndpoint, FromUplink or FromOverlay)")]
     NotAttachable {
         /// The hook asked for.
         hook: Hook,

@@ -5,8 +5,9 @@
 //! Every handle owns an fd of the pinned map, so updates made here are seen by
 //! the programs at once, and by any later agent that adopts the pins. The
 //! handles of the tables that routes are resolved from (ENDPOINTS, IPCACHE,
-//! TENANTS, UPLINKS) bump ROUTE_GEN after every change, so that the routes
-//! the datapath caches in conntrack entries are resolved again.
+//! TENANTS, UPLINKS, and CONFIG's overlay settings) bump ROUTE_GEN after
+//! every change, so that the routes the datapath caches in conntrack entries
+//! are resolved again.
 
 use std::collections::HashMap as StdHashMap;
 use std::net::Ipv4Addr;
@@ -21,7 +22,7 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashM
 use crate::abi::{
     ct_flags, limits, policy_flags, route_gen, Config, Counter, CtEntry, CtKey, Endpoint,
     EndpointSlot, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue, StatSlot, TenantInfo,
-    UplinkInfo, POLICY_PREFIX_BITS,
+    UplinkInfo, VniInfo, POLICY_PREFIX_BITS,
 };
 use crate::drop_reason::DropReason;
 use crate::error::{Error, Result};
@@ -61,7 +62,7 @@ pub struct Maps {
     pub policy: Policy,
     /// CT: tracked connections.
     pub conntrack: Conntrack,
-    /// TENANTS: tenant -> uplink.
+    /// TENANTS: tenant -> uplink and VNI (and VNIS, VNI -> tenant).
     pub tenants: Tenants,
     /// UPLINKS: uplink ifindex -> tenant.
     pub uplinks: Uplinks,
@@ -90,9 +91,9 @@ impl Maps {
             ipcache: Ipcache(typed(take, "IPCACHE")?, gen.clone()),
             policy: Policy::new(typed(take, "POLICY")?, typed(take, "POLICY_RANGES")?)?,
             conntrack: Conntrack(typed(take, "CT")?),
-            tenants: Tenants(typed(take, "TENANTS")?, gen.clone()),
-            uplinks: Uplinks(typed(take, "UPLINKS")?, gen),
-            config: ConfigMap(typed(take, "CONFIG")?),
+            tenants: Tenants::new(typed(take, "TENANTS")?, typed(take, "VNIS")?, gen.clone())?,
+            uplinks: Uplinks(typed(take, "UPLINKS")?, gen.clone()),
+            config: ConfigMap(typed(take, "CONFIG")?, gen),
             counters: Counters {
                 drops: typed(take, "DROP_COUNTERS")?,
                 rules: typed(take, "RULE_COUNTERS")?,
@@ -802,37 +803,112 @@ pub fn monotonic_now() -> Duration {
 
 // ---- TENANTS / UPLINKS / CONFIG --------------------------------------------
 
-/// TENANTS: tenant index -> [`TenantInfo`].
-#[derive(Debug)]
-pub struct Tenants(HashMap<MapData, u32, TenantInfo>, Arc<RouteGen>);
+/// TENANTS: tenant index -> [`TenantInfo`], with VNIS (VNI -> tenant, what
+/// `from_overlay` reads) kept in step: the VNI of every tenant names it in
+/// VNIS, and no other VNI is there.
+pub struct Tenants {
+    map: HashMap<MapData, u32, TenantInfo>,
+    vnis: HashMap<MapData, u32, VniInfo>,
+    gen: Arc<RouteGen>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants").finish_non_exhaustive()
+    }
+}
 
 impl Tenants {
-    /// Adds or replaces a tenant's settings.
-    pub fn insert(&mut self, tenant: u32, info: &TenantInfo) -> Result<()> {
-        bumped(
-            &self.1,
-            self.0
-                .insert(tenant, info, 0)
-                .map_err(|e| Error::map("TENANTS", "insert", e)),
-        )
+    /// Adopts TENANTS and VNIS, and makes VNIS agree with TENANTS (an agent
+    /// killed between the two writes leaves them apart).
+    fn new(
+        map: HashMap<MapData, u32, TenantInfo>,
+        vnis: HashMap<MapData, u32, VniInfo>,
+        gen: Arc<RouteGen>,
+    ) -> Result<Self> {
+        let mut tenants = Self { map, vnis, gen };
+        let wanted: StdHashMap<u32, u32> = tenants
+            .entries()?
+            .into_iter()
+            .filter(|(_, info)| info.vni != 0)
+            .map(|(tenant, info)| (info.vni, tenant))
+            .collect();
+        for (vni, info) in tenants.vnis()? {
+            if wanted.get(&vni) != Some(&info.tenant) {
+                removed("VNIS", tenants.vnis.remove(&vni))?;
+            }
+        }
+        for (vni, tenant) in wanted {
+            tenants.vni_insert(vni, tenant)?;
+        }
+        Ok(tenants)
     }
 
-    /// Removes a tenant's settings; `false` if there were none.
+    /// Adds or replaces a tenant's settings (and its VNI in VNIS).
+    pub fn insert(&mut self, tenant: u32, info: &TenantInfo) -> Result<()> {
+        let old = self.get(tenant)?;
+        self.map
+            .insert(tenant, info, 0)
+            .map_err(|e| Error::map("TENANTS", "insert", e))?;
+        if info.vni != 0 {
+            self.vni_insert(info.vni, tenant)?;
+        }
+        if let Some(old) = old.filter(|old| old.vni != 0 && old.vni != info.vni) {
+            self.vni_remove(old.vni, tenant)?;
+        }
+        self.gen.bump();
+        Ok(())
+    }
+
+    /// Removes a tenant's settings (and its VNI); `false` if there were none.
     pub fn remove(&mut self, tenant: u32) -> Result<bool> {
-        bumped(&self.1, removed("TENANTS", self.0.remove(&tenant)))
+        let old = self.get(tenant)?;
+        let found = removed("TENANTS", self.map.remove(&tenant))?;
+        if let Some(old) = old.filter(|old| old.vni != 0) {
+            self.vni_remove(old.vni, tenant)?;
+        }
+        self.gen.bump();
+        Ok(found)
     }
 
     /// A tenant's settings.
     pub fn get(&self, tenant: u32) -> Result<Option<TenantInfo>> {
-        optional("TENANTS", "read", self.0.get(&tenant, 0))
+        optional("TENANTS", "read", self.map.get(&tenant, 0))
     }
 
     /// Every (tenant, settings).
     pub fn entries(&self) -> Result<Vec<(u32, TenantInfo)>> {
-        self.0
+        self.map
             .iter()
             .collect::<Result<_, _>>()
             .map_err(|e| Error::map("TENANTS", "list", e))
+    }
+
+    /// The tenant VNI `vni` names, as the datapath reads it.
+    pub fn by_vni(&self, vni: u32) -> Result<Option<u32>> {
+        Ok(optional("VNIS", "read", self.vnis.get(&vni, 0))?.map(|v| v.tenant))
+    }
+
+    /// Every (VNI, tenant) of VNIS.
+    pub fn vnis(&self) -> Result<Vec<(u32, VniInfo)>> {
+        self.vnis
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::map("VNIS", "list", e))
+    }
+
+    fn vni_insert(&mut self, vni: u32, tenant: u32) -> Result<()> {
+        self.vnis
+            .insert(vni, VniInfo { tenant, flags: 0 }, 0)
+            .map_err(|e| Error::map("VNIS", "insert", e))
+    }
+
+    /// Removes `vni` if it still names `tenant` (another tenant may have taken it).
+    fn vni_remove(&mut self, vni: u32, tenant: u32) -> Result<()> {
+        if self.by_vni(vni)? == Some(tenant) {
+            removed("VNIS", self.vnis.remove(&vni))?;
+        }
+        Ok(())
     }
 }
 
@@ -871,7 +947,7 @@ impl Uplinks {
 }
 
 /// CONFIG[0].
-pub struct ConfigMap(Array<MapData, Config>);
+pub struct ConfigMap(Array<MapData, Config>, Arc<RouteGen>);
 
 impl std::fmt::Debug for ConfigMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -889,11 +965,37 @@ impl ConfigMap {
             .map_err(|e| Error::map("CONFIG", "read", e))
     }
 
-    /// Replaces the settings (takes effect for the next packet).
+    /// Replaces the settings (takes effect for the next packet). A change of
+    /// the overlay settings bumps ROUTE_GEN: cached tunnel routes name the
+    /// VXLAN device.
     pub fn set(&mut self, config: &Config) -> Result<()> {
+        let old = self.get()?;
         self.0
             .set(0, config, 0)
-            .map_err(|e| Error::map("CONFIG", "write", e))
+            .map_err(|e| Error::map("CONFIG", "write", e))?;
+        let overlay = |c: &Config| (c.overlay_ifindex, c.overlay_mtu, c.underlay_ipv4);
+        if overlay(&old) != overlay(config) {
+            self.1.bump();
+        }
+        Ok(())
+    }
+
+    /// Sets the overlay: the node's VXLAN device (`ifindex`, 0 = none), the
+    /// largest inner packet it carries (`mtu`, 0 = no check) and the node's
+    /// underlay address. Returns whether anything changed.
+    pub fn set_overlay(&mut self, ifindex: u32, mtu: u32, underlay: Ipv4Addr) -> Result<bool> {
+        let old = self.get()?;
+        let new = Config {
+            overlay_ifindex: ifindex,
+            overlay_mtu: mtu,
+            underlay_ipv4: underlay.octets(),
+            ..old
+        };
+        if new == old {
+            return Ok(false);
+        }
+        self.set(&new)?;
+        Ok(true)
     }
 }
 

@@ -177,6 +177,7 @@ fn every_map_uses_the_abi_sizes() {
         ("CT", (size::<abi::CtKey>(), size::<abi::CtEntry>())),
         ("TENANTS", (4, size::<abi::TenantInfo>())),
         ("UPLINKS", (4, size::<abi::UplinkInfo>())),
+        ("VNIS", (4, size::<abi::VniInfo>())),
         ("CONFIG", (4, size::<abi::Config>())),
         ("CLOCK", (4, size::<abi::Clock>())),
         ("DROP_COUNTERS", (4, size::<abi::Counter>())),

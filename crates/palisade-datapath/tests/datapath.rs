@@ -943,11 +943,12 @@ fn world_host_and_remote_destinations() {
     assert_eq!(out.retval, TC_ACT_OK, "to the node's stack");
     assert_eq!(out.packet, to_host, "untouched");
 
+    // Another node's endpoint, but this node has no overlay configured.
     assert_eq!(
         fx.send(&fx.a, &fx.a.udp_to(IP_REMOTE, 5000, 53)).retval,
         TC_ACT_SHOT
     );
-    assert_eq!(fx.drops(DropReason::RemoteUnsupported), 1);
+    assert_eq!(fx.drops(DropReason::NoTunnel), 1);
 
     fx.dp.maps_mut().tenants.remove(TENANT).unwrap();
     assert_eq!(

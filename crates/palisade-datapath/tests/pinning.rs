@@ -90,7 +90,7 @@ fn a_second_open_adopts_the_pinned_maps_with_their_contents() {
 fn a_pinned_map_with_another_layout_is_refused() {
     let dir = BpffsDir::new(&unique("layout"));
     std::fs::create_dir_all(&dir.path).unwrap();
-    // What an ABI 1 build (an 80-byte conntrack value, no cached routes) left behind.
+    // What an ABI 2 build (a 144-byte conntrack value: routes without a VNI) left behind.
     let pin = dir.path.join("CT");
     run(
         "bpftool",
@@ -103,7 +103,7 @@ fn a_pinned_map_with_another_layout_is_refused() {
             "key",
             "20",
             "value",
-            "80",
+            "144",
             "entries",
             "16",
             "name",
@@ -120,13 +120,13 @@ fn a_pinned_map_with_another_layout_is_refused() {
             ..
         } => {
             assert_eq!(name, "CT");
-            assert_eq!((expected.value_size, found.value_size), (144, 80));
+            assert_eq!((expected.value_size, found.value_size), (152, 144));
         }
         other => panic!("expected PinnedMapMismatch, got {other:?}"),
     }
     let message = err.to_string();
     assert!(
-        message.contains("value 80 B") && message.contains("value 144 B"),
+        message.contains("value 144 B") && message.contains("value 152 B"),
         "{message}"
     );
     assert!(

@@ -200,6 +200,38 @@ pub enum LabError {
         /// The underlying error.
         source: io::Error,
     },
+
+    /// An endpoint cannot be moved as asked.
+    #[error("cannot move {endpoint} in lab {lab:?}: {reason}")]
+    Move {
+        /// The lab's name.
+        lab: String,
+        /// The endpoint's full ref.
+        endpoint: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// The lab's copy of the intent (what its directory-mode agents read)
+    /// cannot be read or does not hold what was asked.
+    #[error("the lab's intent copy {}: {reason}", dir.display())]
+    IntentCopy {
+        /// The copy's directory.
+        dir: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
+    /// The underlay could not be captured.
+    #[error("cannot capture on {interface} in {netns}: {source} (run as root)")]
+    Capture {
+        /// The namespace.
+        netns: String,
+        /// The interface.
+        interface: String,
+        /// The underlying error.
+        source: io::Error,
+    },
 }
 
 /// The lab's result type.

@@ -55,6 +55,22 @@ impl Default for LabOptions {
     }
 }
 
+/// What [`Lab::move_endpoint`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// The endpoint's full ref.
+    pub endpoint: String,
+    /// The node it ran on.
+    pub from: String,
+    /// The node it runs on now.
+    pub to: String,
+    /// Its host-side port (same name and MAC on the new node).
+    pub host_port: String,
+}
+
+/// Name of the workload's new link while it is made, before it becomes `eth0`.
+const MOVING_IFNAME: &str = "eth0-moving";
+
 /// What `down` removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DownSummary {
@@ -442,6 +458,117 @@ impl Lab {
                 }
             })
             .collect()
+    }
+
+    /// Moves endpoint `full_ref` to node `to` as a live migration would: the
+    /// workload keeps its namespace, addresses, MAC, responder and sockets;
+    /// its port is made anew on `to`. Firewall mode only, and the intent
+    /// must say `to` first (`palisade lab move` does both in that order; see
+    /// docs/lab.md): from then the old node no longer serves the port and
+    /// the new one is ready for it, so nothing passes unchecked.
+    ///
+    /// Steps, each one batch of `ip` commands: a veth pair on `to` (host side
+    /// with the port's name, MAC and MTU; the workload's side, with its MAC,
+    /// as `eth0-moving` in the workload's namespace); the old pair goes
+    /// (with the old `eth0`); `eth0-moving` becomes `eth0`, gets the
+    /// addresses and the default route, and comes up. The workload is
+    /// without a link for a few milliseconds. The state file is updated.
+    pub fn move_endpoint(&mut self, full_ref: &str, to: &str) -> Result<Moved> {
+        let refused = |reason: String| LabError::Move {
+            lab: self.state.lab.clone(),
+            endpoint: full_ref.to_string(),
+            reason,
+        };
+        if self.state.plain {
+            return Err(refused(
+                "the lab is in plain mode (no firewall, routes per node): build it without                  --plain"
+                    .into(),
+            ));
+        }
+        let ep = self
+            .endpoint(full_ref)
+            .cloned()
+            .ok_or_else(|| LabError::UnknownPlace {
+                lab: self.state.lab.clone(),
+                place: full_ref.to_string(),
+            })?;
+        let from = ep.node.clone();
+        if from == to {
+            return Err(refused(format!("it already runs on node {to}")));
+        }
+        let node_ns = |name: &str| {
+            self.state
+                .nodes
+                .iter()
+                .find(|n| n.name == name)
+                .map(|n| n.netns.clone())
+        };
+        let to_ns = node_ns(to).ok_or_else(|| {
+            let nodes: Vec<&str> = self.state.nodes.iter().map(|n| n.name.as_str()).collect();
+            refused(format!(
+                "the lab has no node {to} (it has {})",
+                nodes.join(", ")
+            ))
+        })?;
+        let from_ns = node_ns(&from).expect("an endpoint's node is one of the lab's");
+        if self
+            .state
+            .endpoints
+            .iter()
+            .any(|e| e.node == to && e.host_port == ep.host_port)
+        {
+            return Err(refused(format!(
+                "node {to} already has a port named {}",
+                ep.host_port
+            )));
+        }
+
+        // A leftover of an interrupted move would block the name.
+        let mut cleanup = ip::Batch::new(Some(&ep.netns));
+        cleanup.push(format!("link del {MOVING_IFNAME}"));
+        let _ = ip::run(&cleanup);
+
+        let mut create = ip::Batch::new(Some(&to_ns));
+        create.push(topology::endpoint_link(
+            &ep,
+            topology::workload_mtu(false),
+            MOVING_IFNAME,
+        ));
+        create.push(format!("link set {} up", ep.host_port));
+        ip::run(&create)?;
+        let mut remove = ip::Batch::new(Some(&from_ns));
+        remove.push(format!("link del {}", ep.host_port));
+        ip::run(&remove)?;
+        let mut inside = ip::Batch::new(Some(&ep.netns));
+        inside.push(format!(
+            "link set {MOVING_IFNAME} name {}",
+            crate::naming::INNER_IFNAME
+        ));
+        for line in topology::endpoint_inside(&ep) {
+            inside.push(line);
+        }
+        ip::run(&inside)?;
+
+        let entry = self
+            .state
+            .endpoints
+            .iter_mut()
+            .find(|e| e.full_ref == full_ref)
+            .expect("found above");
+        entry.node = to.to_string();
+        self.state.write()?;
+        tracing::info!(endpoint = full_ref, from = %from, to, "endpoint moved");
+        Ok(Moved {
+            endpoint: full_ref.to_string(),
+            from,
+            to: to.to_string(),
+            host_port: ep.host_port,
+        })
+    }
+
+    /// Starts capturing what crosses the lab's underlay (see [`crate::UnderlayCapture`]).
+    pub fn capture_underlay(&self) -> Result<crate::capture::UnderlayCapture> {
+        crate::capture::UnderlayCapture::open(&self.state)
     }
 
     /// Runs `argv` inside the namespace of `place` with inherited standard

@@ -27,7 +27,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capture;
 mod error;
+pub mod intent_copy;
 mod ip;
 mod lab;
 pub mod naming;
@@ -39,12 +41,14 @@ pub mod responder;
 mod state;
 mod topology;
 
+pub use capture::{UnderlayCapture, UnderlayPacket};
 pub use error::{LabError, Result};
-pub use lab::{ordered_pairs, DownSummary, Lab, LabOptions};
+pub use intent_copy::{copy_intent, intent_dir, set_endpoint_node};
+pub use lab::{ordered_pairs, DownSummary, Lab, LabOptions, Moved};
 pub use naming::MacAddr;
 pub use probe::{world_label, Place, ProbeRecord, ProbeResult};
 pub use state::{
     agent_bpffs_dir, agents_bpffs_root, state_dir, state_file, AgentInfo, EndpointInfo, NodeInfo,
     ResponderInfo, State, Uplink, WorldInfo, STATE_ROOT,
 };
-pub use topology::ENDPOINT_GATEWAY;
+pub use topology::{workload_mtu, ENDPOINT_GATEWAY, OVERLAY_OVERHEAD, UNDERLAY_MTU};

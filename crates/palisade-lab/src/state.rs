@@ -144,6 +144,10 @@ pub struct AgentInfo {
     pub flow_log: PathBuf,
     /// Its standard output and error.
     pub log: PathBuf,
+    /// The control plane it follows (`None`: the lab's intent copy, see
+    /// [`crate::intent_dir`]); absent in state files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl AgentInfo {
@@ -164,6 +168,7 @@ impl AgentInfo {
             state_dir,
             flow_log,
             log,
+            server: None,
         })
     }
 
@@ -287,6 +292,7 @@ mod tests {
             state_dir: "/run/palisade/lab/t/agents/n1".into(),
             flow_log: "/run/palisade/lab/t/n1.flows.jsonl".into(),
             log: "/run/palisade/lab/t/n1.agent.log".into(),
+            server: Some("http://127.0.0.1:7400".into()),
         });
         let text = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);

@@ -24,6 +24,26 @@ pub const ENDPOINT_GATEWAY: &str = "169.254.1.1";
 /// `100 + k` routes tenant `k`'s endpoints to its world).
 const WORLD_TABLE_BASE: usize = 100;
 
+/// MTU of the underlay links between nodes (veth default).
+pub const UNDERLAY_MTU: u32 = 1500;
+
+/// Bytes the overlay's encapsulation adds to a packet between nodes: outer
+/// IPv4 (20), UDP (8), VXLAN (8) and inner Ethernet (14) headers.
+pub const OVERLAY_OVERHEAD: u32 = 50;
+
+/// MTU of every link a workload's packets use (its `eth0` and host-side
+/// port, the uplinks to the worlds): in firewall mode the underlay MTU minus
+/// the overlay's encapsulation, on every lab, so that a workload's packets
+/// fit the overlay wherever it runs or moves; in plain mode (no overlay) the
+/// veth default.
+pub fn workload_mtu(plain: bool) -> u32 {
+    if plain {
+        UNDERLAY_MTU
+    } else {
+        UNDERLAY_MTU - OVERLAY_OVERHEAD
+    }
+}
+
 /// Builds every namespace and link of `state`.
 pub(crate) fn build(state: &State) -> Result<()> {
     create_namespaces(state)?;
@@ -82,12 +102,13 @@ fn create_links(state: &State) -> Result<()> {
     underlay.push(format!("link set {UNDERLAY_BRIDGE} up"));
     ip::run(&underlay)?;
 
+    let mtu = workload_mtu(state.plain);
     let mut batches = Vec::new();
     for node in &state.nodes {
         let mut b = Batch::new(Some(&node.netns));
         b.push("link set lo up");
         b.push(format!(
-            "link add {UNDERLAY_IFNAME} type veth peer name {} netns {}",
+            "link add {UNDERLAY_IFNAME} mtu {UNDERLAY_MTU} type veth peer name {} mtu {UNDERLAY_MTU} netns {}",
             naming::underlay_port_ifname(node.index),
             state.underlay_netns
         ));
@@ -97,15 +118,12 @@ fn create_links(state: &State) -> Result<()> {
         ));
         b.push(format!("link set {UNDERLAY_IFNAME} up"));
         for ep in state.endpoints.iter().filter(|e| e.node == node.name) {
-            b.push(format!(
-                "link add {} address {} type veth peer name {INNER_IFNAME} address {} netns {}",
-                ep.host_port, ep.host_mac, ep.mac, ep.netns
-            ));
+            b.push(endpoint_link(ep, mtu, INNER_IFNAME));
             b.push(format!("link set {} up", ep.host_port));
         }
         for w in state.worlds.iter().filter(|w| w.node == node.name) {
             b.push(format!(
-                "link add {} type veth peer name {INNER_IFNAME} netns {}",
+                "link add {} mtu {mtu} type veth peer name {INNER_IFNAME} mtu {mtu} netns {}",
                 w.node_ifname, w.netns
             ));
             b.push(format!(
@@ -117,6 +135,31 @@ fn create_links(state: &State) -> Result<()> {
         batches.push(b);
     }
     ip::run_all(&batches)
+}
+
+/// The `ip` command creating an endpoint's veth pair from its node: the
+/// host-side port with its name and MAC, and the workload's side (named
+/// `inner`) with its MAC, in the endpoint's namespace.
+pub(crate) fn endpoint_link(ep: &crate::state::EndpointInfo, mtu: u32, inner: &str) -> String {
+    format!(
+        "link add {} address {} mtu {mtu} type veth peer name {inner} address {} mtu {mtu} netns {}",
+        ep.host_port, ep.host_mac, ep.mac, ep.netns
+    )
+}
+
+/// The `ip` commands that set up an endpoint's side once its link exists
+/// (named `eth0`): addresses, up, the default route via the gateway.
+pub(crate) fn endpoint_inside(ep: &crate::state::EndpointInfo) -> Vec<String> {
+    let mut lines: Vec<String> = ep
+        .ips
+        .iter()
+        .map(|ip| format!("addr add {ip}/32 dev {INNER_IFNAME}"))
+        .collect();
+    lines.push(format!("link set {INNER_IFNAME} up"));
+    lines.push(format!(
+        "route add default via {ENDPOINT_GATEWAY} dev {INNER_IFNAME} onlink"
+    ));
+    lines
 }
 
 /// Plain mode: the node answers ARP for the endpoints' gateway on their
@@ -145,13 +188,9 @@ fn configure_inside(state: &State) -> Result<()> {
     for ep in &state.endpoints {
         let mut b = Batch::new(Some(&ep.netns));
         b.push("link set lo up");
-        for ip in &ep.ips {
-            b.push(format!("addr add {ip}/32 dev {INNER_IFNAME}"));
+        for line in endpoint_inside(ep) {
+            b.push(line);
         }
-        b.push(format!("link set {INNER_IFNAME} up"));
-        b.push(format!(
-            "route add default via {ENDPOINT_GATEWAY} dev {INNER_IFNAME} onlink"
-        ));
         batches.push(b);
     }
 

@@ -737,3 +737,95 @@ fn the_three_tier_example_builds_from_its_yaml_files() {
     // The world address stays clear of both tenants' 10.0.0.0/16.
     assert_eq!(lab.world_address(), Ipv4Addr::new(198, 51, 100, 1));
 }
+
+/// `ip -n NETNS -j link show DEV` of one link.
+fn link(netns: &str, dev: &str) -> Value {
+    ip_json(netns, &["link", "show", dev])[0].clone()
+}
+
+#[test]
+fn an_endpoint_moves_to_another_node_with_its_namespace_addresses_and_macs() {
+    let intent = intent(vec![
+        endpoint(
+            "acme",
+            "web-1",
+            "node-1",
+            &["10.0.1.10", "10.0.1.11"],
+            &["tcp/80"],
+        ),
+        endpoint("acme", "db-1", "node-2", &["10.0.3.10"], &[]),
+    ]);
+    let (_guard, mut lab) = up("move", false, &intent);
+    let before = lab.endpoint("acme:web-1").unwrap().clone();
+    let lab_name = lab.name().to_string();
+    let node = |name: &str| node_netns(&lab_name, name);
+    // Firewall mode: the workload's links leave room for the overlay.
+    assert_eq!(link(&before.netns, "eth0")["mtu"], 1450);
+    assert_eq!(link(&node("node-1"), &before.host_port)["mtu"], 1450);
+    assert_eq!(link(&node("node-1"), "underlay0")["mtu"], 1500);
+    let responder_before = lab.state().responders.clone();
+
+    let moved = lab.move_endpoint("acme:web-1", "node-2").unwrap();
+    assert_eq!(
+        (moved.from.as_str(), moved.to.as_str()),
+        ("node-1", "node-2")
+    );
+    let after = lab.endpoint("acme:web-1").unwrap().clone();
+    assert_eq!(after.node, "node-2");
+    assert_eq!(
+        (
+            &after.netns,
+            &after.ips,
+            after.mac,
+            &after.host_port,
+            after.host_mac
+        ),
+        (
+            &before.netns,
+            &before.ips,
+            before.mac,
+            &before.host_port,
+            before.host_mac
+        )
+    );
+    assert_eq!(
+        Lab::open(lab.name()).unwrap().state(),
+        lab.state(),
+        "recorded"
+    );
+    // The port left node-1 and is on node-2 with its name, MAC and MTU.
+    assert!(!interfaces(&node("node-1")).contains_key(&before.host_port));
+    let port = link(&node("node-2"), &before.host_port);
+    assert_eq!(port["address"], before.host_mac.to_string());
+    assert_eq!(port["mtu"], 1450);
+    assert!(port["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    // Inside: eth0 again, same MAC, addresses, MTU, the route, the same responder.
+    let inside = interfaces(&before.netns);
+    let (mac, addrs) = &inside["eth0"];
+    assert_eq!(mac, &before.mac.to_string());
+    assert_eq!(addrs, &["10.0.1.10/32", "10.0.1.11/32"]);
+    assert_eq!(link(&before.netns, "eth0")["mtu"], 1450);
+    let routes = ip_json(&before.netns, &["route", "show"]);
+    assert_eq!(routes[0]["gateway"], palisade_lab::ENDPOINT_GATEWAY);
+    assert_eq!(lab.state().responders, responder_before);
+    assert!(responder_before.iter().all(|r| alive(r.pid)));
+
+    // Refused: the same node again, an unknown node, plain mode.
+    assert!(matches!(
+        lab.move_endpoint("acme:web-1", "node-2"),
+        Err(LabError::Move { .. })
+    ));
+    let err = lab
+        .move_endpoint("acme:web-1", "node-9")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node-9") && err.contains("node-1, node-2"),
+        "{err}"
+    );
+    let (_plain_guard, mut plain) = up("move-plain", true, &intent);
+    assert!(matches!(
+        plain.move_endpoint("acme:web-1", "node-2"),
+        Err(LabError::Move { .. })
+    ));
+}

@@ -8,6 +8,7 @@
 //! nothing is re-read or recomputed per agent and change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct Batch {
     /// The state was reloaded (after a compaction overtook the watch): every
     /// stream sends a fresh snapshot.
     reset: bool,
+    /// When the fan-out saw the revision (RFC 3339, ms): agents measure
+    /// propagation from it.
+    time: Option<Arc<str>>,
 }
 
 /// The in-memory state, at `revision`.
@@ -57,6 +61,9 @@ struct State {
     revision: u64,
     /// The last revision that changed resources or identities.
     intent_revision: u64,
+    /// When the fan-out saw the last change of the state (`intent_revision`)
+    /// committed (`None` after loading the state).
+    revision_time: Option<Arc<str>>,
     /// Resources by store key.
     resources: HashMap<String, Arc<Entry>>,
     /// Store keys by the tenant that owns them (`""` for Tiers).
@@ -65,6 +72,10 @@ struct State {
     identities: BTreeMap<String, Arc<str>>,
     /// For each node, its tenants and how many of its endpoints each has.
     node_tenants: HashMap<String, BTreeMap<String, usize>>,
+    /// Every node's underlay address, from the agents' status reports
+    /// (`/agents/<node>`): sent to every node, which reaches the endpoints of
+    /// the others over the overlay there.
+    nodes: BTreeMap<String, Ipv4Addr>,
     /// Recent batches, oldest first.
     history: VecDeque<Arc<Batch>>,
     /// Deltas after any revision `>= history_from` are all in `history`.
@@ -124,6 +135,25 @@ impl State {
             }
         }
         Some(old)
+    }
+
+    /// Records the underlay address an agent's stored report `value` holds
+    /// (none: forgets the node's); `true` when the table changed.
+    fn set_node_address(&mut self, node: &str, value: Option<&[u8]>) -> bool {
+        let address = value.and_then(reported_underlay_address);
+        let old = match address {
+            Some(a) => self.nodes.insert(node.to_owned(), a),
+            None => self.nodes.remove(node),
+        };
+        old != address
+    }
+
+    /// The node table as a `NodeChange::Nodes` line item.
+    fn nodes_change(&self) -> Arc<str> {
+        Arc::from(format!(
+            r#"{{"op":"nodes","nodes":{}}}"#,
+            serde_json::to_string(&self.nodes).expect("addresses serialize")
+        ))
     }
 
     fn push_history(&mut self, batch: Arc<Batch>) {
@@ -256,9 +286,10 @@ pub fn delta_line(batch: &Batch, tenants: &BTreeSet<String>) -> Option<String> {
         return None;
     }
     Some(format!(
-        r#"{{"type":"delta","revision":{},"changes":[{}]}}"#,
+        r#"{{"type":"delta","revision":{},"changes":[{}]{}}}"#,
         batch.revision,
-        mine.join(",")
+        mine.join(","),
+        time_field(batch.time.as_deref())
     ))
 }
 
@@ -282,13 +313,26 @@ fn snapshot_line(state: &State, node: &str) -> (String, BTreeSet<String>) {
         .filter_map(|t| state.identities.get(t).map(|j| &**j))
         .collect();
     let line = format!(
-        r#"{{"type":"snapshot","revision":{},"tenants":{},"resources":[{}],"identities":[{}]}}"#,
+        r#"{{"type":"snapshot","revision":{},"tenants":{},"resources":[{}],"identities":[{}],"nodes":{}{}}}"#,
         state.revision,
         serde_json::to_string(&tenants).expect("names serialize"),
         resources.join(","),
-        identities.join(",")
+        identities.join(","),
+        serde_json::to_string(&state.nodes).expect("addresses serialize"),
+        time_field(state.revision_time.as_deref())
     );
     (line, tenants)
+}
+
+/// `,"time":"..."` when the time is known.
+fn time_field(time: Option<&str>) -> String {
+    time.map(|t| format!(r#","time":"{t}""#))
+        .unwrap_or_default()
+}
+
+/// Now, as node streams write times.
+fn now_text() -> Arc<str> {
+    Arc::from(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string())
 }
 
 impl Inner {
@@ -301,12 +345,15 @@ impl Inner {
     /// that resources and identities match.
     async fn reload(&self) -> Result<u64, StoreError> {
         let mut attempt = 0;
-        let (resources, identities) = loop {
+        let (resources, identities, agents) = loop {
             let resources = self.store.list(stored::RESOURCES).await?;
             let identities = self.store.list(stored::TENANT_IDENTITIES).await?;
+            let agents = self.store.list(stored::AGENTS).await?;
             attempt += 1;
-            if resources.revision == identities.revision || attempt >= 10 {
-                break (resources, identities);
+            let same =
+                resources.revision == identities.revision && identities.revision == agents.revision;
+            if same || attempt >= 10 {
+                break (resources, identities, agents);
             }
         };
         let mut state = State {
@@ -330,6 +377,11 @@ impl Inner {
                 );
             }
         }
+        for kv in &agents.items {
+            if let Some(node) = kv.key.strip_prefix(stored::AGENTS) {
+                state.set_node_address(node, Some(&kv.value));
+            }
+        }
         let revision = state.revision;
         let mut current = self.lock();
         let reset = current.revision != 0 || !current.resources.is_empty();
@@ -340,6 +392,7 @@ impl Inner {
                 changes: Vec::new(),
                 nodes_changed: BTreeSet::new(),
                 reset: true,
+                time: None,
             });
             current.push_history(batch.clone());
             let _ = self.sender.send(batch);
@@ -404,12 +457,23 @@ impl Inner {
                         state.identities.remove(tenant);
                     }
                 }
+            } else if let Some(node) = key.strip_prefix(stored::AGENTS) {
+                let value = match &event.kind {
+                    EventKind::Put { value, .. } => Some(value.as_slice()),
+                    EventKind::Delete { .. } => None,
+                };
+                if state.set_node_address(node, value) {
+                    // Every node: where the endpoints of the others are.
+                    changes.push((None, state.nodes_change()));
+                }
             }
         }
         let revision = revision.get();
+        let time = now_text();
         state.revision = state.revision.max(revision);
         if !changes.is_empty() {
             state.intent_revision = revision;
+            state.revision_time = Some(time.clone());
         }
         if changes.is_empty() && nodes_changed.is_empty() {
             return;
@@ -419,11 +483,19 @@ impl Inner {
             changes,
             nodes_changed,
             reset: false,
+            time: Some(time),
         });
         state.push_history(batch.clone());
         // No receivers is fine: no agent is connected.
         let _ = self.sender.send(batch);
     }
+}
+
+/// The underlay address in an agent's stored status report
+/// (`{"status": NodeStatus, ...}`), if it has one.
+fn reported_underlay_address(report: &[u8]) -> Option<Ipv4Addr> {
+    let value: serde_json::Value = serde_json::from_slice(report).ok()?;
+    value["status"]["underlayAddress"].as_str()?.parse().ok()
 }
 
 /// The fan-out entry of a stored resource record.
@@ -533,4 +605,49 @@ fn flush(inner: &Inner, pending: &mut Vec<WatchEvent>, from: &mut u64) {
     let revision = first.revision;
     inner.apply(revision, std::mem::take(pending));
     *from = (*from).max(revision.get());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(address: Option<&str>) -> Vec<u8> {
+        let mut status = serde_json::json!({"appliedRevision": 3, "health": "ok", "endpoints": []});
+        if let Some(a) = address {
+            status["underlayAddress"] = a.into();
+        }
+        serde_json::to_vec(&serde_json::json!({"status": status, "unixMs": 1})).unwrap()
+    }
+
+    #[test]
+    fn agents_reports_make_the_node_table_every_snapshot_carries() {
+        let mut state = State::default();
+        assert!(state.set_node_address("n1", Some(&report(Some("10.255.0.1")))));
+        assert!(state.set_node_address("n2", Some(&report(Some("10.255.0.2")))));
+        assert!(
+            !state.set_node_address("n1", Some(&report(Some("10.255.0.1")))),
+            "a report with the same address changes nothing"
+        );
+        assert!(
+            !state.set_node_address("n3", Some(&report(None))),
+            "no overlay, no entry"
+        );
+        assert_eq!(
+            &*state.nodes_change(),
+            r#"{"op":"nodes","nodes":{"n1":"10.255.0.1","n2":"10.255.0.2"}}"#
+        );
+        let (line, _) = snapshot_line(&state, "n1");
+        let snapshot: palisade_client::api::NodeMessage = serde_json::from_str(&line).unwrap();
+        match snapshot {
+            palisade_client::api::NodeMessage::Snapshot(s) => {
+                assert_eq!(s.nodes.len(), 2);
+                assert_eq!(s.nodes["n2"], Ipv4Addr::new(10, 255, 0, 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A node whose report goes (or loses its address) leaves the table.
+        assert!(state.set_node_address("n2", None));
+        assert!(state.set_node_address("n1", Some(&report(None))));
+        assert!(state.nodes.is_empty());
+    }
 }

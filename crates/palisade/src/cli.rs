@@ -59,11 +59,14 @@ pub enum Command {
     Server(crate::server_cmd::ServerArgs),
 
     /// Enforce the resources on one node: eBPF programs on its endpoint ports, kept in sync
-    /// with the files, flow log. Runs until SIGTERM/SIGINT; the datapath keeps enforcing after.
+    /// with the files or a control plane, flow log, metrics. Runs until SIGTERM/SIGINT; the
+    /// datapath keeps enforcing after.
     #[command(after_help = "Examples:\n  \
         palisade agent --node node-1 --policy-dir /etc/palisade/policies --flow-log /var/log/palisade/flows.jsonl\n  \
         palisade agent --node node-1 --netns pl_palisade_n_node-1 --policy-dir examples/three-tier \\\n    \
         --uplink acme=up1@169.254.101.2 --uplink globex=up2@169.254.102.2 --flow-log -\n  \
+        palisade agent --node node-1 --server https://cp-1:7400,https://cp-2:7400 --token-file /etc/palisade/agent.token \\\n    \
+        --ca-file /etc/palisade/ca.pem --metrics-listen 0.0.0.0:9464 --flow-log /var/log/palisade/flows.jsonl\n  \
         palisade agent --node node-1 --uninstall     # detach everything and remove the pins\n\n\
         A restarted agent adopts the pinned maps and links of the previous one without a gap (docs/agent.md).")]
     Agent(crate::agent_cmd::AgentArgs),
@@ -109,6 +112,17 @@ pub enum Command {
         (times in UTC). A server holds the flows of the agents connected to it; tenant tokens see\n\
         only their tenant's flows.")]
     Flows(crate::flows_cmd::FlowsArgs),
+
+    /// The whole system on one machine: a control plane, a lab of the example's nodes with
+    /// their agents, the example applied, and a probe matrix with the rule behind each verdict.
+    #[command(
+        after_help = "Examples:\n  sudo palisade demo                 # stays up until Ctrl-C, then removes everything\n  \
+        sudo palisade demo --once          # print the matrix, clean up, exit\n\n\
+        Needs root (network namespaces, eBPF). Everything it makes (lab, agents, server, store) is\n\
+        removed when it stops, also on Ctrl-C or an error. Exit status 1 when a probe's verdict in the\n\
+        kernel differs from the evaluator's."
+    )]
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Where resources come from.
@@ -260,6 +274,23 @@ pub enum LabCommand {
     /// Start, stop or show the palisade agents of a lab (one per node).
     #[command(subcommand)]
     Agents(crate::lab_agents::LabAgentsCommand),
+
+    /// Move an endpoint to another node as a live migration would (same namespace, addresses,
+    /// MAC, labels and identity; its port is re-created on the new node).
+    #[command(
+        after_help = "Example:\n  palisade lab move acme:app-1 --to-node node-3\n\n\
+        The intent changes first (through the control plane when the lab's agents follow one,\n\
+        else in the lab's copy of the files the agents read), and once every agent follows, the port\n\
+        moves: nothing passes unchecked meanwhile (docs/lab.md)."
+    )]
+    Move(crate::lab::LabMoveArgs),
+
+    /// Show what crosses the underlay between nodes: outer nodes, VNI, GBP identity, inner flow.
+    #[command(after_help = "Examples:\n  palisade lab capture --underlay\n  \
+        palisade lab capture --underlay --count 10 --timeout-ms 5000 -o json\n\n\
+        Captured on the underlay bridge inside the underlay namespace. Denied traffic never\n\
+        appears: it is dropped on its own node.")]
+    Capture(crate::lab::LabCaptureArgs),
 }
 
 /// A lab's name.

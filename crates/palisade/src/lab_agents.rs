@@ -1,6 +1,8 @@
 //! `palisade lab agents up|down|status`: one `palisade agent` per node of a
 //! lab, as background processes recorded in the lab's state (so that `lab
-//! down` stops them too), each with its files under the lab's directories:
+//! down` stops them too), following the resource files (the default) or a
+//! control plane (`--server`), each serving metrics on a free port of the
+//! machine's loopback and with its files under the lab's directories:
 //!
 //! | what | where |
 //! | --- | --- |
@@ -8,8 +10,10 @@
 //! | state (identities, `status.json`) | `/run/palisade/lab/<lab>/agents/<node>` |
 //! | flow log | `/run/palisade/lab/<lab>/<node>.flows.jsonl` |
 //! | its log (stderr) | `/run/palisade/lab/<lab>/<node>.agent.log` |
+//! | the intent it reads (from files: a copy `lab move` rewrites) | `/run/palisade/lab/<lab>/intent/` |
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,10 +34,14 @@ pub enum LabAgentsCommand {
     /// Start one palisade agent per node of a firewall-mode lab, in the background, and wait
     /// until each enforces the resources.
     #[command(
-        after_help = "Example:\n  palisade lab agents up -f examples/three-tier\n\n\
+        after_help = "Examples:\n  palisade lab agents up -f examples/three-tier\n  \
+        palisade lab agents up --server http://127.0.0.1:7400 --token-file admin.token\n\n\
         Each -f path (a directory, read recursively, or a file) is made absolute and given to every\n\
         agent as --policy-dir; the agents watch them, so editing the files changes the policy live.\n\
-        Give the paths the lab was built from (or a copy to edit): endpoints of other nodes are peers."
+        Give the paths the lab was built from (or a copy to edit): endpoints of other nodes are peers.\n\
+        With --server the agents follow the control plane instead (apply resources there); the token\n\
+        (an admin's, or one per node: agent:<node>) reaches them through their environment. Each agent\n\
+        serves metrics on 127.0.0.1 (`palisade lab agents status` shows where)."
     )]
     Up(LabAgentsUpArgs),
 
@@ -46,14 +54,48 @@ pub enum LabAgentsCommand {
 
 /// `palisade lab agents up`.
 #[derive(Debug, Args)]
+#[command(mut_arg("paths", |a| a.required(false).required_unless_present("server")))]
 pub struct LabAgentsUpArgs {
     #[command(flatten)]
     pub sources: Sources,
     #[command(flatten)]
     pub lab: LabName,
+    /// Follow this control plane instead of files (URL, or several comma separated).
+    #[arg(long, value_name = "URL", conflicts_with = "paths")]
+    pub server: Option<String>,
+    /// The agents' token (else PALISADE_TOKEN): an admin token, or see --token-dir.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PALISADE_TOKEN",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    pub token: Option<String>,
+    /// A directory with one token file per node, named <node>.token (role agent:<node>).
+    #[arg(
+        long = "token-dir",
+        value_name = "DIR",
+        requires = "server",
+        conflicts_with = "token"
+    )]
+    pub token_dir: Option<PathBuf>,
     /// How long to wait for every agent's first reconcile, in seconds.
     #[arg(long = "timeout-s", default_value_t = 60)]
     pub timeout_s: u64,
+}
+
+/// Where the lab's agents get their intent.
+#[derive(Debug, Clone)]
+pub enum AgentSource {
+    /// Resource files or directories (absolute).
+    Files(Vec<PathBuf>),
+    /// A control plane; the token reaches the agent through its environment
+    /// (never on its command line, which `ps` shows).
+    Server {
+        /// URL(s).
+        url: String,
+    },
 }
 
 /// `palisade lab agents status`.
@@ -69,7 +111,14 @@ pub struct LabAgentsStatusArgs {
 /// Runs a `palisade lab agents` command.
 pub fn run(command: LabAgentsCommand) -> Result<Outcome> {
     match command {
-        LabAgentsCommand::Up(args) => up(&args),
+        LabAgentsCommand::Up(args) => {
+            up(&args)?;
+            println!(
+                "stop them with `palisade lab agents down --name {}` (or `palisade lab down`)",
+                args.lab.name
+            );
+            Ok(Outcome::Yes)
+        }
         LabAgentsCommand::Down(lab) => down(&lab.name),
         LabAgentsCommand::Status(args) => status(&args),
     }
@@ -97,6 +146,11 @@ impl AgentFiles {
 
 /// The arguments of `palisade agent` for `node` of `lab` (after the program name).
 pub fn agent_args(lab: &Lab, node: &str, policy_paths: &[PathBuf]) -> Vec<String> {
+    agent_args_for(lab, node, &AgentSource::Files(policy_paths.to_vec()))
+}
+
+/// The arguments of `palisade agent` for `node` of `lab` following `source`.
+pub fn agent_args_for(lab: &Lab, node: &str, source: &AgentSource) -> Vec<String> {
     let files = AgentFiles::of(lab.name(), node);
     let netns = lab
         .nodes()
@@ -111,12 +165,30 @@ pub fn agent_args(lab: &Lab, node: &str, policy_paths: &[PathBuf]) -> Vec<String
         "--netns".into(),
         netns,
     ];
-    for path in policy_paths {
-        args.push("--policy-dir".into());
-        args.push(path.display().to_string());
+    match source {
+        AgentSource::Files(paths) => {
+            for path in paths {
+                args.push("--policy-dir".into());
+                args.push(path.display().to_string());
+            }
+        }
+        AgentSource::Server { url } => {
+            args.push("--server".into());
+            args.push(url.clone());
+        }
     }
     args.push("--bpffs".into());
     args.push(files.bpffs.display().to_string());
+    // The overlay: this node's underlay address, and every other node's.
+    for other in lab.nodes() {
+        if other.name == node {
+            args.push("--underlay-address".into());
+            args.push(other.underlay_address.to_string());
+        } else {
+            args.push("--peer".into());
+            args.push(format!("{}={}", other.name, other.underlay_address));
+        }
+    }
     for uplink in lab.uplinks(node) {
         args.push("--uplink".into());
         args.push(format!(
@@ -139,7 +211,9 @@ pub fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
+/// Starts one agent per node of the lab and waits until each enforces
+/// (`palisade demo` uses it too).
+pub(crate) fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
     let mut lab = Lab::open(&args.lab.name)?;
     if lab.is_plain() {
         bail!(
@@ -157,9 +231,16 @@ fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
             lab.name()
         );
     }
-    // Invalid files would leave every agent waiting for a first good state.
-    load_or_report(&args.sources)?;
-    let paths = absolute_paths(&args.sources.paths)?;
+    let source = match &args.server {
+        Some(url) => AgentSource::Server { url: url.clone() },
+        None => {
+            // Invalid files would leave every agent waiting for a first good state.
+            load_or_report(&args.sources)?;
+            // The agents read the lab's own copy, which `lab move` rewrites.
+            let paths = absolute_paths(&args.sources.paths)?;
+            AgentSource::Files(vec![palisade_lab::copy_intent(lab.name(), &paths)?])
+        }
+    };
     let exe = std::env::current_exe().context("cannot find the palisade executable")?;
 
     let nodes: Vec<String> = lab.nodes().iter().map(|n| n.name.clone()).collect();
@@ -168,13 +249,29 @@ fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
         let files = AgentFiles::of(lab.name(), node);
         // A status file of an earlier run must not pass for readiness.
         let _ = std::fs::remove_file(files.state.join(palisade_agent::STATUS_FILE));
-        let log = File::create(&files.log)
+        let mut log = File::create(&files.log)
             .with_context(|| format!("cannot create {}", files.log.display()))?;
         let mut command = Command::new(&exe);
         command
             .arg("-v")
-            .args(agent_args(&lab, node, &paths))
+            .args(agent_args_for(&lab, node, &source))
             .args(["--k8s-tenant", &args.sources.kubernetes_tenant])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env_remove("PALISADE_TOKEN");
+        match (&args.token, &args.token_dir) {
+            (Some(token), _) => {
+                command.env("PALISADE_TOKEN", token);
+            }
+            (None, Some(dir)) => {
+                command.args([
+                    "--token-file",
+                    &dir.join(format!("{node}.token")).display().to_string(),
+                ]);
+            }
+            (None, None) => {}
+        }
+        writeln!(log, "# palisade agent of node {node} (lab {})", lab.name())?;
+        command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -193,7 +290,12 @@ fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
             files.log.clone(),
         );
         match info {
-            Some(info) => lab.record_agent(info)?,
+            Some(mut info) => {
+                if let AgentSource::Server { url } = &source {
+                    info.server = Some(url.clone());
+                }
+                lab.record_agent(info)?
+            }
             None => bail!(
                 "the agent of node {node} exited at once; see {}",
                 files.log.display()
@@ -208,12 +310,18 @@ fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
             if let Some(status) = read_status(&files.state).ok().flatten() {
                 if status.pid == child.id() && status.reconciles > 0 {
                     let last = status.last_reconcile.expect("reconciles > 0");
+                    let server = status
+                        .server
+                        .as_ref()
+                        .map(|s| format!(", server revision {}", s.applied_revision))
+                        .unwrap_or_default();
                     println!(
-                        "agent of {node} enforcing (pid {}): {} in {:.1} ms; flow log {}",
+                        "agent of {node} enforcing (pid {}): {} in {:.1} ms{server}; flow log {}; metrics {}",
                         status.pid,
                         last.changes,
                         last.duration_ms,
-                        files.flow_log.display()
+                        files.flow_log.display(),
+                        status.metrics.as_deref().unwrap_or("-"),
                     );
                     break;
                 }
@@ -234,16 +342,12 @@ fn up(args: &LabAgentsUpArgs) -> Result<Outcome> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    println!(
-        "stop them with `palisade lab agents down --name {}` (or `palisade lab down`)",
-        lab.name()
-    );
     Ok(Outcome::Yes)
 }
 
 /// Stops the agents, then detaches their programs and removes their pins
 /// (what `palisade agent --uninstall` does), node by node.
-fn down(name: &str) -> Result<Outcome> {
+pub(crate) fn down(name: &str) -> Result<Outcome> {
     let mut lab = Lab::open(name)?;
     let agents = lab.stop_agents()?;
     let mut detached = 0;
@@ -294,6 +398,8 @@ fn status(args: &LabAgentsStatusArgs) -> Result<Outcome> {
             "reconciles": status.as_ref().map(|s| s.reconciles),
             "last_reconcile": status.as_ref().and_then(|s| s.last_reconcile.clone()),
             "last_error": status.as_ref().and_then(|s| s.last_error.clone()),
+            "server": status.as_ref().and_then(|s| s.server.clone()),
+            "metrics": status.as_ref().and_then(|s| s.metrics.clone()),
         }));
     }
     match args.output {
@@ -313,7 +419,7 @@ fn status(args: &LabAgentsStatusArgs) -> Result<Outcome> {
                     .and_then(|s| s.last_reconcile.as_ref())
                     .map(|r| {
                         format!(
-                            "last reconcile {} ({}, {:.1} ms, revision {})",
+                            "last reconcile {} ({}, {:.1} ms, datapath policy revision {})",
                             r.at, r.changes, r.duration_ms, r.policy_revision
                         )
                     })
@@ -323,8 +429,33 @@ fn status(args: &LabAgentsStatusArgs) -> Result<Outcome> {
                     .and_then(|s| s.last_error.as_ref())
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default();
+                let server = status
+                    .as_ref()
+                    .and_then(|s| s.server.as_ref())
+                    .map(|s| {
+                        if s.connected {
+                            format!(
+                                "; server {} connected, applied revision {}",
+                                s.server.as_deref().unwrap_or("?"),
+                                s.applied_revision
+                            )
+                        } else {
+                            format!(
+                                "; server DISCONNECTED since {} ({}): enforcing applied revision {} (fail static)",
+                                s.since,
+                                s.reason.as_deref().unwrap_or("unknown"),
+                                s.applied_revision
+                            )
+                        }
+                    })
+                    .unwrap_or_default();
+                let metrics = status
+                    .as_ref()
+                    .and_then(|s| s.metrics.as_ref())
+                    .map(|m| format!("; metrics {m}"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<16} pid {:<8} {:<8} {last}{error}",
+                    "{:<16} pid {:<8} {:<8} {last}{server}{error}{metrics}",
                     agent.node,
                     agent.pid,
                     if agent.is_running() {

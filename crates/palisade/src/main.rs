@@ -10,6 +10,7 @@ mod agent_cmd;
 mod check;
 mod cli;
 mod compile;
+mod demo;
 mod explain;
 mod flows_cmd;
 mod lab;
@@ -64,6 +65,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Status(args) => remote::status(args),
         Command::Audit(args) => remote::audit(args),
         Command::Flows(args) => flows_cmd::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test support: run a program on a packet with BPF_PROG_TEST_RUN, load the
-//! test-only objects (chained test stages, the empty benchmark baseline, the
-//! ABI type catalogue), and build packets ([`packet`]).
+//! test-only objects (chained test stages, the overlay's metadata injector,
+//! the empty benchmark baseline, the ABI type catalogue), and build packets
+//! ([`packet`]).
 //!
 //! BPF_PROG_TEST_RUN with an ifindex needs that interface to exist in the
 //! calling thread's network namespace: tests create one and enter it with
@@ -26,6 +27,14 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 /// `bpf/test_stages.c`: `stage_drop_all` and `stage_pass` (see bpf/README.md, "Chain").
 pub const TEST_STAGES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test_stages.o"));
+/// `bpf/test_overlay.c`: `inject_tunnel`, which attaches tunnel metadata as a
+/// VXLAN device would on receive and tail-calls its `TEST_TARGET[0]` (tests
+/// of `from_overlay`).
+pub const TEST_OVERLAY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test_overlay.o"));
+/// `inject_tunnel`'s return value when it could not attach the metadata or
+/// its target slot is empty.
+pub const TEST_NO_TARGET: u32 = 99;
 /// `bpf/bench_empty.c`: the empty TC program used as the benchmarks' baseline.
 pub const BENCH_EMPTY_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_empty.o"));
@@ -33,7 +42,7 @@ pub const BENCH_EMPTY_OBJECT: &[u8] =
 pub const ABI_BTF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/abi_btf.o"));
 /// The datapath's own objects, by name (for checks on their map definitions).
-pub const DATAPATH_OBJECTS: [(&str, &[u8]); 4] = crate::datapath::OBJECTS;
+pub const DATAPATH_OBJECTS: [(&str, &[u8]); 5] = crate::datapath::OBJECTS;
 
 /// What a program did with a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -550,6 +550,10 @@ pub fn tcp_bulk_ok(netns: &str, addr: SocketAddr, bytes: usize) -> bool {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
+        // A black hole must fail the transfer, not hang the test.
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut writer = stream.try_clone().unwrap();
         let sender = std::thread::spawn(move || {
             let chunk = vec![0x5au8; 64 << 10];
@@ -885,4 +889,151 @@ pub fn mac_str(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+// ---- capture ----------------------------------------------------------------------
+
+/// Every frame seen on one interface (both directions) while it runs: an
+/// AF_PACKET socket opened inside the interface's namespace.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Vec<u8>>>>,
+}
+
+impl Capture {
+    /// Starts capturing on `dev` inside `netns`; returns once the socket is bound.
+    pub fn start(netns: &str, dev: &str) -> Capture {
+        Capture::start_keeping(netns, dev, |_| true)
+    }
+
+    /// Like [`Capture::start`], keeping only the frames `keep` accepts.
+    pub fn start_keeping(netns: &str, dev: &str, keep: fn(&[u8]) -> bool) -> Capture {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (netns, dev, s) = (netns.to_string(), dev.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let _inside = NetnsGuard::enter(&netns).expect("enter netns");
+            let all = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all)) };
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: fd is a fresh socket nobody else owns.
+            let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+            let mut at: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            at.sll_family = libc::AF_PACKET as u16;
+            at.sll_protocol = all;
+            at.sll_ifindex = ifindex(&dev) as i32;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            // SAFETY: valid sockaddr_ll of the right length.
+            let bound = unsafe {
+                libc::bind(
+                    raw,
+                    (&at as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            ready_tx.send(()).unwrap();
+            let mut frames = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::SeqCst) {
+                let mut pfd = libc::pollfd {
+                    fd: raw,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 20) } <= 0 {
+                    continue;
+                }
+                // SAFETY: buf is valid for buf.len() bytes.
+                let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 0 && keep(&buf[..n as usize]) {
+                    frames.push(buf[..n as usize].to_vec());
+                }
+            }
+            frames
+        });
+        ready_rx.recv().unwrap();
+        Capture {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns the frames, in arrival order.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A VXLAN packet on the underlay, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vxlan {
+    pub outer_src: Ipv4Addr,
+    pub outer_dst: Ipv4Addr,
+    pub outer_df: bool,
+    pub vni: u32,
+    /// The Group Policy ID, when the G flag is set.
+    pub gbp: Option<u16>,
+    pub inner_src: Ipv4Addr,
+    pub inner_dst: Ipv4Addr,
+    pub inner_proto: u8,
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+}
+
+/// Decodes an Ethernet frame carrying IPv4/UDP/4789/VXLAN/Ethernet/IPv4;
+/// `None` for anything else (ARP, other UDP, outer fragments after the first).
+pub fn decode_vxlan(frame: &[u8]) -> Option<Vxlan> {
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let addr = |b: &[u8], at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
+    if frame.len() < 14 + 20 + 8 + 8 + 14 + 20 || be16(frame, 12) != 0x0800 {
+        return None;
+    }
+    let ip = &frame[14..];
+    let hlen = usize::from(ip[0] & 0x0f) * 4;
+    if ip[9] != 17 || be16(ip, 6) & 0x1fff != 0 {
+        return None;
+    }
+    let udp = &ip[hlen..];
+    if be16(udp, 2) != 4789 {
+        return None;
+    }
+    let vx = &udp[8..];
+    let inner = &vx[8..];
+    if be16(inner, 12) != 0x0800 {
+        return None;
+    }
+    let iip = &inner[14..];
+    let ihlen = usize::from(iip[0] & 0x0f) * 4;
+    let l4 = &iip[ihlen..];
+    let ports = matches!(iip[9], 6 | 17) && l4.len() >= 4;
+    Some(Vxlan {
+        outer_src: addr(ip, 12),
+        outer_dst: addr(ip, 16),
+        outer_df: be16(ip, 6) & 0x4000 != 0,
+        vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
+        gbp: (vx[0] & 0x80 != 0).then(|| be16(vx, 2)),
+        inner_src: addr(iip, 12),
+        inner_dst: addr(iip, 16),
+        inner_proto: iip[9],
+        inner_sport: if ports { be16(l4, 0) } else { 0 },
+        inner_dport: if ports { be16(l4, 2) } else { 0 },
+    })
 }

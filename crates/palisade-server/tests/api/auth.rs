@@ -106,6 +106,7 @@ async fn agent_tokens_only_read_their_stream_and_report_status() {
         applied_revision: 1,
         health: "ok".into(),
         endpoints: vec![],
+        underlay_address: None,
     };
     agent.report_status("n1", &report).await.unwrap();
     assert_eq!(status_of(agent.report_status("n2", &report).await).0, 403);
@@ -159,6 +160,7 @@ async fn agents_report_status_and_the_server_shows_their_lag() {
                 applied_revision: first,
                 health: "ok".into(),
                 endpoints: vec!["acme:web-1".into(), "acme:db-1".into()],
+                underlay_address: None,
             },
         )
         .await
@@ -188,6 +190,7 @@ async fn agents_report_status_and_the_server_shows_their_lag() {
                 applied_revision: second,
                 health: "degraded: map full".into(),
                 endpoints: vec![],
+                underlay_address: None,
             },
         )
         .await

@@ -2,7 +2,6 @@
 //! redb files and real etcd clusters started by the tests.
 
 mod auth;
-mod browser;
 mod cluster;
 mod common;
 mod etcd_server;

@@ -586,6 +586,7 @@ async fn metrics_parse_and_move_with_requests() {
                 applied_revision: 0,
                 health: "ok".into(),
                 endpoints: vec![],
+                underlay_address: None,
             },
         )
         .await

@@ -19,7 +19,8 @@ fn three_tier_example_matches_the_evaluator() {
     let paths = [repo("examples/three-tier")];
     let lab = TestLab::up("3t", &paths);
     let policy = PolicyDir::copy_of(&paths);
-    let _agent = AgentProcess::start(&lab, "node-1", policy.path());
+    // Its tiers run on three nodes: one agent each, the overlay between them.
+    let _agents = agents_on_every_node(&lab, policy.path());
 
     let probes = matrix(
         &lab,

@@ -215,6 +215,15 @@ fn copy_into(path: &Path, dir: &Path) {
     }
 }
 
+/// One agent per node of `lab`, each watching `policy` (see [`AgentProcess::start`]).
+pub fn agents_on_every_node(lab: &TestLab, policy: &Path) -> Vec<AgentProcess> {
+    let nodes: Vec<String> = lab.lab.nodes().iter().map(|n| n.name.clone()).collect();
+    nodes
+        .iter()
+        .map(|node| AgentProcess::start(lab, node, policy))
+        .collect()
+}
+
 /// A `palisade agent` process for one node of a lab, killed on drop. Its
 /// state, flow log and log live in a temporary directory; its pins under
 /// the lab's agent directory (removed when the lab goes down).
@@ -263,6 +272,16 @@ impl AgentProcess {
                 "{}={}@{}",
                 uplink.tenant, uplink.ifname, uplink.nexthop
             ));
+        }
+        // The overlay between the lab's nodes, as `lab agents up` sets it up
+        // (a one-node lab needs none: its tests count the node's hooks).
+        if lab.lab.nodes().len() > 1 {
+            args.push("--underlay-interface".into());
+            args.push("underlay0".into());
+            for other in lab.lab.nodes().iter().filter(|n| n.name != node) {
+                args.push("--peer".into());
+                args.push(format!("{}={}", other.name, other.underlay_address));
+            }
         }
         let mut agent = AgentProcess {
             child: None,
