@@ -15,6 +15,8 @@ mod embedded;
 mod error;
 mod etcd;
 mod spec;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod txn;
 mod types;
 mod watch;

@@ -15,8 +15,8 @@ use palisade_server::{Server, ServerConfig};
 use palisade_store::StoreSpec;
 
 use crate::common::*;
-use crate::etcd_server::EtcdCluster;
 use crate::streams::{identity_of, next_message, snapshot, until_disconnected};
+use palisade_store::testing::EtcdCluster;
 
 async fn server_on(cluster: &EtcdCluster) -> Server {
     let mut config = ServerConfig::new(

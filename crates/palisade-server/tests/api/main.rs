@@ -4,7 +4,6 @@
 mod auth;
 mod cluster;
 mod common;
-mod etcd_server;
 mod resources;
 mod streams;
 mod tls;

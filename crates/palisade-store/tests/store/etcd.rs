@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use palisade_store::{EtcdStore, Expect, Revision, Store, StoreError, StoreSpec, WatchEvent};
 
-use crate::etcd_server::EtcdCluster;
 use crate::suite::{assert_put, next_event};
+use palisade_store::testing::EtcdCluster;
 
 /// A store on a fresh single-member etcd; the member dies with the guard.
 async fn fixture() -> (EtcdCluster, Arc<dyn Store>) {

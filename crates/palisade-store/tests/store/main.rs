@@ -4,7 +4,6 @@
 
 mod embedded;
 mod etcd;
-mod etcd_server;
 mod suite;
 
 /// Shows the store's logs in a test's output, filtered by `RUST_LOG`

@@ -1,6 +1,6 @@
-//! Real etcd servers for the tests (copied from palisade-store's tests): members on free loopback ports with
-//! temporary data directories, killed and reaped by a guard even when the
-//! test panics.
+//! Real etcd servers for tests (feature `testing`): members on free loopback
+//! ports with temporary data directories, killed and reaped by a guard even
+//! when the test panics. Used by this crate's tests and the server's.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -103,6 +103,8 @@ impl Drop for Member {
 /// A cluster of etcd members on loopback; dropping it kills them all.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    initial_cluster: String,
+    token: String,
 }
 
 /// Free loopback ports, reserved together so that they are distinct.
@@ -120,14 +122,13 @@ impl EtcdCluster {
     /// Starts a cluster of `size` members and waits until it serves
     /// requests.
     pub async fn start(size: usize) -> EtcdCluster {
-        crate::common::init_logging();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let mut last_failure = String::new();
         // Another process may grab a port between our probe and etcd's
         // bind; try again with fresh ports.
         for _attempt in 0..3 {
             let id = format!(
-                "palisade-server-{}-{}",
+                "palisade-test-{}-{}",
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
@@ -152,7 +153,11 @@ impl EtcdCluster {
             for member in &mut members {
                 member.spawn(&initial_cluster, &id);
             }
-            let mut cluster = EtcdCluster { members };
+            let mut cluster = EtcdCluster {
+                members,
+                initial_cluster,
+                token: id,
+            };
             match cluster.wait_ready().await {
                 Ok(()) => return cluster,
                 Err(failure) => last_failure = failure,
@@ -198,9 +203,24 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
+    /// The client URL of one member.
+    pub fn endpoint(&self, index: usize) -> String {
+        self.members[index].client_url.clone()
+    }
+
     /// Kills one member with SIGKILL.
     pub fn kill(&mut self, index: usize) {
         self.members[index].kill();
+    }
+
+    /// Starts a killed member again on its data directory and waits until
+    /// it serves.
+    pub async fn restart(&mut self, index: usize) {
+        let (initial_cluster, token) = (self.initial_cluster.clone(), self.token.clone());
+        self.members[index].spawn(&initial_cluster, &token);
+        if let Err(failure) = self.wait_ready().await {
+            panic!("etcd member did not restart: {failure}");
+        }
     }
 
     /// The index of the current leader: the running member whose status
