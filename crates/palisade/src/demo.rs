@@ -31,6 +31,7 @@ use palisade_store::StoreSpec;
 
 use crate::cli::{LabName, Sources};
 use crate::lab_agents::LabAgentsUpArgs;
+use crate::table::render;
 use crate::Outcome;
 
 /// How long every agent gets to have the applied example in the kernel.
@@ -577,28 +578,6 @@ fn why(explanation: &Explanation) -> String {
         }
     }
     out.join(", ")
-}
-
-/// Columns padded to their widest cell.
-fn render(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// The directory of this executable when `palisade` on the PATH is not it

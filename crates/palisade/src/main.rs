@@ -17,6 +17,7 @@ mod lab;
 mod lab_agents;
 mod remote;
 mod server_cmd;
+mod table;
 
 use cli::{Cli, Command};
 
