@@ -1,5 +1,6 @@
 //! Errors of the benchmark library: building the testbed, loading a
-//! firewall inside a namespace, and running the traffic generator.
+//! firewall inside a namespace, running the traffic generator, and the
+//! processes and API calls of the propagation benchmark.
 
 use std::io;
 use std::process::ExitStatus;
@@ -78,6 +79,72 @@ pub enum BenchError {
         #[source]
         source: io::Error,
     },
+
+    /// The `palisade` binary that the propagation benchmark runs as server and agents is missing.
+    #[error(
+        "no palisade binary at {}: build it first (`cargo build --release -p palisade` for the \
+         benchmark, `cargo build -p palisade` for the tests) or point PALISADE_BIN at one",
+        looked.display()
+    )]
+    NoPalisade {
+        /// Where it was looked for.
+        looked: std::path::PathBuf,
+    },
+
+    /// A process of the benchmark could not start.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// What, e.g. `palisade server`.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A process did not get ready in time.
+    #[error("{what} not ready within {waited_s} s (an outdated palisade binary? rebuild it); its log ends with:\n{log}")]
+    NotReady {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited_s: u64,
+        /// The end of the relevant log.
+        log: String,
+    },
+
+    /// An agent process exited while the benchmark needed it.
+    #[error("the agent of {node} exited (an outdated palisade binary without --simulate-datapath? rebuild it); its log ends with:\n{log}")]
+    AgentExited {
+        /// Its node.
+        node: String,
+        /// The end of its log.
+        log: String,
+    },
+
+    /// An agent the benchmark wanted to signal does not run.
+    #[error("the agent of {node} does not run")]
+    NotRunning {
+        /// Its node.
+        node: String,
+    },
+
+    /// A call to the control plane's API failed.
+    #[error("palisade API: {0}")]
+    Api(String),
+
+    /// A system call of the benchmark itself failed.
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Ctrl-C (or SIGTERM) arrived: the benchmark stops and cleans up.
+    #[error("interrupted")]
+    Interrupted,
 
     /// A program run inside a namespace exited with an error.
     #[error("`{program}` in namespace {netns} failed ({status}): {stderr}")]

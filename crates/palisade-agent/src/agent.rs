@@ -19,6 +19,10 @@
 //!   records (aggregated, `aggregate.rs`) → the flow log and the server;
 //! - **metrics**: `GET /metrics` (with `metrics_listen`).
 //!
+//! With `AgentConfig::simulate_datapath` (benchmarks only) the loop
+//! reconciles the simulated datapath of `simulation.rs` instead: no
+//! events, links or GC, and nothing is enforced (`backend.rs`).
+//!
 //! Input that fails (invalid files, a compile error, a table that does not
 //! fit) is logged with every detail and changes nothing: the kernel keeps
 //! enforcing the last good state. So does a control plane that goes away
@@ -30,27 +34,24 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use palisade_client::api::NodeStatus;
-use palisade_datapath::{ClosedFlow, Datapath, DatapathConfig, EventReader};
+use palisade_datapath::{ClosedFlow, EventReader};
 use palisade_model::Intent;
 use palisade_policy::{CompiledTables, Compiler, Identities, IdentityAllocator};
 
 use crate::aggregate::Aggregator;
+use crate::backend::Backend;
 use crate::config::AgentConfig;
-use crate::desired::{self, node_intent, NodeInputs, PortRole};
+use crate::desired::{self, into_node_intent, NodeInputs, PortRole};
 use crate::error::{AgentError, Result};
 use crate::flowlog::{self, FlowLog, WallClock};
 use crate::interfaces::{LinkWatcher, NodeLinks};
 use crate::metrics::{self, Metrics};
 use crate::names::EventNames;
 use crate::netns::NetnsHandle;
-use crate::ports::Ports;
-use crate::reconcile::{
-    apply_additions, apply_policy, apply_removals, Capacities, ChangeCounts, MapContents, Plan,
-    RemovalsFirst,
-};
+use crate::reconcile::{ChangeCounts, MapContents, Plan};
 use crate::reports::Reports;
-use crate::sample::{counter_report, Sampler};
-use crate::server::{since, ServerSource};
+use crate::sample::counter_report;
+use crate::server::ServerSource;
 use crate::source::{
     DirectorySource, LinkEvent, ServerRevision, Snapshot, Source, SourceUpdate, StopFlag, Updates,
 };
@@ -264,6 +265,8 @@ struct Link {
     applied: u64,
     /// The last revision whose propagation was measured.
     measured: u64,
+    /// The server revision the last reconcile wrote, and when its writes ended.
+    reconciled: Option<(u64, SystemTime)>,
 }
 
 impl Link {
@@ -278,6 +281,10 @@ impl Link {
             last_contact: self.last_contact.map(time),
             seen_revision: self.seen,
             applied_revision: self.applied,
+            reconciled_revision: self.reconciled.map(|(revision, _)| revision),
+            reconciled_at: self
+                .reconciled
+                .map(|(_, at)| humantime::format_rfc3339_micros(at).to_string()),
         }
     }
 }
@@ -285,15 +292,14 @@ impl Link {
 /// The loop's state: the datapath and everything needed to keep it right.
 struct Enforcer {
     config: AgentConfig,
-    dp: Datapath,
+    /// The kernel's datapath, or the simulated one.
+    datapath: Backend,
     events: Option<EventReader>,
-    capacities: Capacities,
     state: StateDir,
     allocator: IdentityAllocator,
     compiler: Compiler,
     compiled: Option<Compiled>,
     links: NodeLinks,
-    ports: Ports,
     /// What the maps hold, as last written or read; `None`: read them first.
     actual: Option<MapContents>,
     names: Arc<RwLock<EventNames>>,
@@ -304,7 +310,6 @@ struct Enforcer {
     retry: Option<(Instant, Duration)>,
     saved_cookies: Option<Arc<std::collections::BTreeMap<u32, palisade_policy::Attribution>>>,
     metrics: Metrics,
-    sampler: Sampler,
     /// With a control plane: what goes back to it, and the link's state.
     reports: Option<Reports>,
     link: Option<Link>,
@@ -328,23 +333,24 @@ impl Enforcer {
         }
         let state = StateDir::open(&config.state_dir)?;
         let allocator = state.load_allocator()?;
-        let mut dp = Datapath::open(&DatapathConfig {
-            bpffs_dir: config.bpffs_dir.clone(),
-            map_sizes: config.map_sizes,
-        })?;
-        let capacities = Capacities::read(&config.bpffs_dir)?;
-        let sampler = Sampler::open(&config.bpffs_dir, capacities, config.timing.conntrack_count);
-        let events = dp.take_event_reader()?;
-        let links = NodeLinks::scan()?;
-        let ports = Ports::adopt(&dp);
-        let overlay = crate::overlay::Overlay::new(&config.node, config.overlay.clone());
+        let (datapath, events) = Backend::open(&config)?;
+        let simulated = datapath.simulated();
+        // The simulation pretends its ports (`simulation.rs`) and has no overlay device.
+        let links = if simulated {
+            NodeLinks::default()
+        } else {
+            NodeLinks::scan()?
+        };
+        let overlay_config = config.overlay.clone().filter(|_| !simulated);
+        let overlay = crate::overlay::Overlay::new(&config.node, overlay_config);
         let names = EventNames::new(&config.node, state.load_cookies());
         let status = AgentStatus {
             node: config.node.clone(),
             pid: std::process::id(),
             started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             bpffs_dir: config.bpffs_dir.clone(),
-            adopted: dp.adopted(),
+            adopted: datapath.adopted(),
+            simulated,
             reconciles: 0,
             last_reconcile: None,
             last_error: None,
@@ -366,25 +372,31 @@ impl Enforcer {
             seen: 0,
             applied: 0,
             measured: 0,
+            reconciled: None,
         });
+        if simulated {
+            tracing::warn!(
+                node = %config.node,
+                "SIMULATION: the datapath is simulated (maps recorded in memory, no program \
+                 attached); this agent enforces NOTHING. For benchmarks only"
+            );
+        }
         tracing::info!(
             node = %config.node,
             bpffs = %config.bpffs_dir.display(),
-            adopted = dp.adopted(),
+            adopted = datapath.adopted(),
             interfaces = links.links.len(),
             "agent started"
         );
         Ok(Enforcer {
             config,
-            dp,
-            events: Some(events),
-            capacities,
+            datapath,
+            events,
             state,
             allocator,
             compiler: Compiler::default(),
             compiled: None,
             links,
-            ports,
             actual: None,
             names: Arc::new(RwLock::new(names)),
             expired: None,
@@ -393,7 +405,6 @@ impl Enforcer {
             retry: None,
             saved_cookies: None,
             metrics,
-            sampler,
             reports,
             link,
             control_netns,
@@ -447,41 +458,43 @@ impl Enforcer {
             .as_ref()
             .map(FlowLog::open)
             .transpose()?;
-        let (expired_tx, expired_rx) = mpsc::channel();
-        self.expired = Some(expired_tx);
-        let events = self.events.take().expect("the event reader is taken once");
-        let records = Records {
-            log: flow_log,
-            reports: self.reports.clone(),
-            metrics: self.metrics.clone(),
-            aggregator: Aggregator::new(self.config.timing.flow_aggregate),
-        };
-        let (names, s) = (self.names.clone(), stop.clone());
-        let handle = spawn(
-            "palisade-events",
-            Box::new(move || run_events(events, expired_rx, names, records, &s)),
-        );
-        helpers.threads.push(("palisade-events", handle?));
+        // The simulated datapath has no events and no interfaces to watch.
+        if let Some(events) = self.events.take() {
+            let (expired_tx, expired_rx) = mpsc::channel();
+            self.expired = Some(expired_tx);
+            let records = Records {
+                log: flow_log,
+                reports: self.reports.clone(),
+                metrics: self.metrics.clone(),
+                aggregator: Aggregator::new(self.config.timing.flow_aggregate),
+            };
+            let (names, s) = (self.names.clone(), stop.clone());
+            let handle = spawn(
+                "palisade-events",
+                Box::new(move || run_events(events, expired_rx, names, records, &s)),
+            );
+            helpers.threads.push(("palisade-events", handle?));
 
-        let watcher = LinkWatcher::open()?;
-        let (tx, s, first, rescan) = (
-            inputs.clone(),
-            stop.clone(),
-            self.links.clone(),
-            self.config.timing.link_rescan,
-        );
-        let handle = spawn(
-            "palisade-links",
-            Box::new(move || {
-                if let Err(error) = run_links(&watcher, first, rescan, &tx, &s) {
-                    let _ = tx.send(Input::Failed {
-                        thread: "palisade-links",
-                        error,
-                    });
-                }
-            }),
-        );
-        helpers.threads.push(("palisade-links", handle?));
+            let watcher = LinkWatcher::open()?;
+            let (tx, s, first, rescan) = (
+                inputs.clone(),
+                stop.clone(),
+                self.links.clone(),
+                self.config.timing.link_rescan,
+            );
+            let handle = spawn(
+                "palisade-links",
+                Box::new(move || {
+                    if let Err(error) = run_links(&watcher, first, rescan, &tx, &s) {
+                        let _ = tx.send(Input::Failed {
+                            thread: "palisade-links",
+                            error,
+                        });
+                    }
+                }),
+            );
+            helpers.threads.push(("palisade-links", handle?));
+        }
 
         let (tx, s) = (inputs.clone(), stop.clone());
         let handle = spawn(
@@ -533,6 +546,9 @@ impl Enforcer {
                     let mut reconcile = false;
                     // Of several snapshots waiting only the newest counts.
                     let mut newest: Option<Box<Snapshot>> = None;
+                    // "Nothing more for you up to R" counts after the
+                    // snapshots before it are in the maps.
+                    let mut up_to: Option<u64> = None;
                     for input in std::iter::once(first).chain(inputs.try_iter()) {
                         match input {
                             Input::Stop => {
@@ -549,6 +565,9 @@ impl Enforcer {
                                 self.seen(snapshot.server.map(|s| s.revision));
                                 newest = Some(snapshot);
                             }
+                            Input::Source(SourceUpdate::UpTo { revision }) => {
+                                up_to = up_to.max(Some(revision));
+                            }
                             Input::Source(update) => reconcile |= self.on_source(update),
                             Input::Links(links) => {
                                 if links != self.links {
@@ -564,6 +583,9 @@ impl Enforcer {
                     if reconcile {
                         self.reconcile_and_report();
                     }
+                    if let Some(revision) = up_to {
+                        self.on_source(SourceUpdate::UpTo { revision });
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -575,7 +597,8 @@ impl Enforcer {
             }
             // Samples feed the metrics and the server's counters: with
             // neither, the maps are not walked at all.
-            let sampled = self.config.metrics_listen.is_some() || self.reports.is_some();
+            let sampled = !self.datapath.simulated()
+                && (self.config.metrics_listen.is_some() || self.reports.is_some());
             if sampled && now >= next_sample {
                 self.sample();
                 next_sample = Instant::now() + timing.sample;
@@ -704,7 +727,7 @@ impl Enforcer {
                 (ids, Some(allocator))
             }
         };
-        let intent = node_intent(&snapshot.intent, &self.config.node);
+        let intent = into_node_intent(snapshot.intent, &self.config.node);
         let tables = self.compiler.update(&intent, &identities)?;
         if let Some(allocator) = allocator {
             self.state.save_allocator(&allocator)?;
@@ -729,18 +752,12 @@ impl Enforcer {
         let started = Instant::now();
         match self.reconcile() {
             Ok(None) => self.retry = None,
-            Ok(Some(counts)) => {
+            Ok(Some((counts, written))) => {
                 self.retry = None;
                 let duration = started.elapsed();
                 self.metrics.reconciled(duration, true);
-                let propagation = self.applied();
-                let revision = self
-                    .dp
-                    .maps()
-                    .config
-                    .get()
-                    .map(|c| c.policy_revision)
-                    .unwrap_or(0);
+                let propagation = self.applied(written);
+                let revision = self.datapath.policy_revision();
                 let first = self.status.reconciles == 0;
                 self.status.reconciles += 1;
                 self.status.last_error = None;
@@ -757,20 +774,23 @@ impl Enforcer {
                     propagation_ms: propagation.map(|p| p.as_secs_f64() * 1000.0),
                 });
                 let ms = duration.as_secs_f64() * 1000.0;
-                if first && self.dp.adopted() && counts.maps_unchanged() {
+                let ports = self.datapath.port_count();
+                if self.datapath.simulated() {
                     tracing::info!(
                         duration_ms = ms,
                         revision,
-                        ports = self.ports.count(),
+                        ports,
+                        "reconciled the SIMULATED datapath (nothing enforced): {counts}"
+                    );
+                } else if first && self.datapath.adopted() && counts.maps_unchanged() {
+                    tracing::info!(
+                        duration_ms = ms,
+                        revision,
+                        ports,
                         "reconciled: no changes, the adopted maps already hold the desired state ({counts})"
                     );
                 } else {
-                    tracing::info!(
-                        duration_ms = ms,
-                        revision,
-                        ports = self.ports.count(),
-                        "reconciled: {counts}"
-                    );
+                    tracing::info!(duration_ms = ms, revision, ports, "reconciled: {counts}");
                 }
                 self.report_status();
                 self.write_status();
@@ -787,21 +807,26 @@ impl Enforcer {
         }
     }
 
-    /// After a good reconcile: the server revision is in the kernel; returns
-    /// how long it took from the server's commit, when that can be known
-    /// (revisions committed while the agent was not running are not
-    /// propagation).
-    fn applied(&mut self) -> Option<Duration> {
+    /// After a good reconcile whose writes ended at `written`: the server
+    /// revision is in the kernel; returns how long it took from the
+    /// server's commit, when that can be known (revisions committed while
+    /// the agent was not running are not propagation).
+    fn applied(&mut self, written: SystemTime) -> Option<Duration> {
         let server = self.compiled.as_ref()?.server?;
         let link = self.link.as_mut()?;
         link.applied = server.revision;
+        // The first reconcile of a revision is when it reached the kernel
+        // (a later one, after an interface change, is not).
+        if link.reconciled.is_none_or(|(r, _)| r < server.revision) {
+            link.reconciled = Some((server.revision, written));
+        }
         self.metrics.set_applied_revision(link.applied);
         let committed = server.committed_at?;
         if server.revision <= link.measured || committed < self.started_at {
             return None;
         }
         link.measured = server.revision;
-        let took = since(committed);
+        let took = written.duration_since(committed).unwrap_or_default();
         self.metrics.propagated(took);
         tracing::debug!(
             revision = server.revision,
@@ -812,17 +837,25 @@ impl Enforcer {
     }
 
     /// One reconcile; `None` when there is no desired state yet (an adopted
-    /// datapath keeps enforcing what it holds).
-    fn reconcile(&mut self) -> Result<Option<ChangeCounts>> {
+    /// datapath keeps enforcing what it holds). With the changes, when the
+    /// writes ended.
+    fn reconcile(&mut self) -> Result<Option<(ChangeCounts, SystemTime)>> {
         let Some(compiled) = &self.compiled else {
             return Ok(None);
         };
-        // The overlay first: creating its device changes the node's links,
-        // and CONFIG names the device before tunnel routes are resolved.
-        if self.overlay.prepare(&self.links) {
-            self.links = NodeLinks::scan()?;
+        match &mut self.datapath {
+            Backend::Kernel(kernel) => {
+                // The overlay first: creating its device changes the node's links,
+                // and CONFIG names the device before tunnel routes are resolved.
+                if self.overlay.prepare(&self.links) {
+                    self.links = NodeLinks::scan()?;
+                }
+                self.overlay.apply(kernel.dp.maps_mut())?;
+            }
+            Backend::Simulated(sim) => {
+                self.links = sim.links(&compiled.intent, &self.config.node);
+            }
         }
-        self.overlay.apply(self.dp.maps_mut())?;
         let nodes = self.overlay.nodes();
         let desired = desired::desired(&NodeInputs {
             node: &self.config.node,
@@ -841,10 +874,10 @@ impl Enforcer {
         }
         let actual = match self.actual.take() {
             Some(actual) => actual,
-            None => MapContents::read(self.dp.maps())?,
+            None => self.datapath.read_contents()?,
         };
         let plan = Plan::between(&actual, &desired.maps);
-        let first = match self.capacities.order(&desired.maps, &plan) {
+        let first = match self.datapath.capacities().order(&desired.maps, &plan) {
             Ok(first) => first,
             Err(e) => {
                 self.actual = Some(actual);
@@ -852,15 +885,16 @@ impl Enforcer {
             }
         };
         let mut counts = plan.counts();
-        match self.apply(&plan, first, &desired.ports) {
+        let written = match self.datapath.apply(&plan, first, &desired.ports) {
             Ok((attached, detached)) => {
+                let written = SystemTime::now();
                 counts.attached = attached;
                 counts.detached = detached;
                 self.actual = Some(desired.maps);
                 let mut endpoints: Vec<String> = desired
                     .ports
                     .iter()
-                    .filter(|(ifindex, port)| self.ports.is_attached(**ifindex, port))
+                    .filter(|(ifindex, port)| self.datapath.is_attached(**ifindex, port))
                     .filter_map(|(_, port)| match &port.role {
                         PortRole::Endpoint(name) => Some(name.clone()),
                         PortRole::Uplink(_) | PortRole::Overlay => None,
@@ -868,13 +902,14 @@ impl Enforcer {
                     .collect();
                 endpoints.sort();
                 self.endpoints = endpoints;
+                written
             }
             Err(e) => {
                 // Part of the plan may be in: read the maps again next time.
                 self.actual = None;
                 return Err(e);
             }
-        }
+        };
 
         let compiled = self.compiled.as_ref().expect("checked above");
         if let Ok(mut names) = self.names.write() {
@@ -891,32 +926,16 @@ impl Enforcer {
                 Err(e) => tracing::warn!(error = %e, "cannot save the cookie table"),
             }
         }
-        Ok(Some(counts))
-    }
-
-    /// Applies a plan in order (see `reconcile.rs`); returns the hooks
-    /// attached and detached.
-    fn apply(
-        &mut self,
-        plan: &Plan,
-        first: RemovalsFirst,
-        ports: &std::collections::BTreeMap<u32, desired::Port>,
-    ) -> Result<(usize, usize)> {
-        apply_additions(plan, first, self.dp.maps_mut())?;
-        let attached = self.ports.attach_new(&self.dp, ports);
-        apply_policy(plan, first, self.dp.maps_mut())?;
-        let detached = self.ports.detach_gone(&self.dp, ports);
-        apply_removals(plan, first, self.dp.maps_mut())?;
-        if plan.changes_verdicts() {
-            self.dp.bump_policy_revision()?;
-        }
-        Ok((attached, detached))
+        Ok(Some((counts, written)))
     }
 
     /// Conntrack GC: expired connections the datapath did not report
     /// closed go to the flow log.
     fn collect_expired(&mut self) {
-        match self.dp.ct_gc(palisade_datapath::monotonic_now()) {
+        let Backend::Kernel(kernel) = &mut self.datapath else {
+            return;
+        };
+        match kernel.dp.ct_gc(palisade_datapath::monotonic_now()) {
             Ok(closed) => {
                 let report: Vec<ClosedFlow> =
                     closed.into_iter().filter(|c| !c.close_reported()).collect();
@@ -931,17 +950,20 @@ impl Enforcer {
     /// Reads the datapath's counters and fill levels for the metrics and
     /// the server's rule counters.
     fn sample(&mut self) {
+        let Backend::Kernel(kernel) = &mut self.datapath else {
+            return;
+        };
         let names = self
             .names
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let current = self.compiled.as_ref().map(|c| c.tables.cookies());
-        let sample = self.sampler.sample(
-            &self.dp,
+        let sample = kernel.sampler.sample(
+            &kernel.dp,
             self.actual.as_ref(),
             &names,
             current,
-            self.ports.count(),
+            kernel.ports.count(),
         );
         drop(names);
         match sample {

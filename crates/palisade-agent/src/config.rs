@@ -266,12 +266,17 @@ pub struct AgentConfig {
     pub load_options: LoadOptions,
     /// Periodic work.
     pub timing: Timing,
+    /// A SIMULATION for benchmarks: reconcile the simulated datapath of
+    /// [`crate::simulation`] (maps recorded in memory, ports pretended)
+    /// instead of the kernel's. The agent then enforces NOTHING; it needs
+    /// no root, bpffs or interfaces, and ignores `overlay`.
+    pub simulate_datapath: bool,
 }
 
 impl AgentConfig {
     /// The defaults for `node`: pins under [`default_bpffs_dir`], state
     /// under [`default_state_dir`], no uplinks, no flow log, no server, no
-    /// metrics listener.
+    /// metrics listener, the kernel's datapath.
     pub fn new(node: &str, policy_paths: Vec<PathBuf>) -> AgentConfig {
         AgentConfig {
             node: node.to_string(),
@@ -289,6 +294,7 @@ impl AgentConfig {
             map_sizes: MapSizes::default(),
             load_options: LoadOptions::default(),
             timing: Timing::default(),
+            simulate_datapath: false,
         }
     }
 }

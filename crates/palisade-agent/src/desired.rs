@@ -42,12 +42,7 @@ use crate::reconcile::MapContents;
 /// endpoint on `node`, with all their endpoints (remote ones are peers) and
 /// policies, and every tier.
 pub fn node_intent(intent: &Intent, node: &str) -> Intent {
-    let tenants: BTreeSet<&str> = intent
-        .endpoints
-        .iter()
-        .filter(|e| e.node == node)
-        .map(|e| e.tenant.as_str())
-        .collect();
+    let tenants = node_tenants(intent, node);
     Intent {
         tenants: intent
             .tenants
@@ -69,6 +64,29 @@ pub fn node_intent(intent: &Intent, node: &str) -> Intent {
             .cloned()
             .collect(),
     }
+}
+
+/// [`node_intent`] of an intent the caller hands over: nothing is copied
+/// (a control plane sends only the node's tenants, so usually nothing goes).
+pub fn into_node_intent(mut intent: Intent, node: &str) -> Intent {
+    let tenants: BTreeSet<String> = node_tenants(&intent, node)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    intent.tenants.retain(|name, _| tenants.contains(name));
+    intent.endpoints.retain(|e| tenants.contains(&e.tenant));
+    intent.policies.retain(|p| tenants.contains(&p.tenant));
+    intent
+}
+
+/// The tenants with at least one endpoint on `node`.
+fn node_tenants<'a>(intent: &'a Intent, node: &str) -> BTreeSet<&'a str> {
+    intent
+        .endpoints
+        .iter()
+        .filter(|e| e.node == node)
+        .map(|e| e.tenant.as_str())
+        .collect()
 }
 
 /// Everything the node's maps are computed from.
@@ -495,6 +513,8 @@ spec:
         let intent = palisade_model::load_str(INTENT, "t.yaml", &Default::default()).unwrap();
         let ids = IdentityAllocator::new().allocate(&intent).unwrap();
         let local = node_intent(&intent, "n1");
+        assert_eq!(into_node_intent(intent.clone(), "n1"), local);
+        assert!(!local.tenants.contains_key("elsewhere"));
         let tables = Compiler::default().update(&local, &ids).unwrap();
         let nodes = BTreeMap::from([("n2".to_string(), Ipv4Addr::new(10, 255, 0, 2))]);
         let d = desired(&NodeInputs {

@@ -28,11 +28,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For benchmarks only, `AgentConfig::simulate_datapath` swaps the kernel
+//! for a SIMULATION ([`simulation`]): the same work against maps recorded
+//! in memory, nothing enforced, no root needed.
+//!
 //! See `docs/agent.md` for the command, the restart behaviour and the flow
 //! log's fields.
 
 mod agent;
 pub mod aggregate;
+mod backend;
 mod config;
 pub mod desired;
 mod error;
@@ -47,6 +52,7 @@ pub mod reconcile;
 pub mod reports;
 mod sample;
 pub mod server;
+pub mod simulation;
 pub mod source;
 mod state;
 mod uninstall;

@@ -20,6 +20,11 @@
 //! When a map is nearly full, its removals go before its additions so the
 //! peak fits ([`Capacities::order`]); a map that cannot hold the desired
 //! state at all fails the reconcile before anything changes.
+//!
+//! The steps write through [`MapWriter`]: the kernel's maps
+//! (`palisade_datapath::Maps`), or the recording maps of the simulated
+//! datapath (`crate::simulation`, for benchmarks), which go through the same
+//! steps in the same order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -29,7 +34,7 @@ use palisade_datapath::abi::{
     Endpoint, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue, TenantInfo, UplinkInfo,
     POLICY_PREFIX_BITS,
 };
-use palisade_datapath::Maps;
+use palisade_datapath::{MapSizes, Maps};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
@@ -60,6 +65,70 @@ impl MapContents {
             tenants: maps.tenants.entries()?.into_iter().collect(),
             uplinks: maps.uplinks.entries()?.into_iter().collect(),
         })
+    }
+}
+
+/// Where the reconcile steps write: one insert (add or replace) and one
+/// remove per agent-owned map. Implemented by the kernel's maps and by the
+/// simulated datapath's recording maps (`crate::simulation`).
+pub trait MapWriter {
+    /// TENANTS: adds or replaces a tenant.
+    fn insert_tenant(&mut self, tenant: u32, info: &TenantInfo) -> Result<()>;
+    /// TENANTS: removes a tenant.
+    fn remove_tenant(&mut self, tenant: u32) -> Result<()>;
+    /// UPLINKS: adds or replaces an uplink.
+    fn insert_uplink(&mut self, ifindex: u32, info: &UplinkInfo) -> Result<()>;
+    /// UPLINKS: removes an uplink.
+    fn remove_uplink(&mut self, ifindex: u32) -> Result<()>;
+    /// IPCACHE: adds or replaces a prefix.
+    fn insert_ipcache(&mut self, key: &IpcacheKey, value: &IpcacheValue) -> Result<()>;
+    /// IPCACHE: removes a prefix.
+    fn remove_ipcache(&mut self, key: &IpcacheKey) -> Result<()>;
+    /// ENDPOINTS: adds or replaces the endpoint of a port.
+    fn insert_endpoint(&mut self, ifindex: u32, endpoint: &Endpoint) -> Result<()>;
+    /// ENDPOINTS: removes the endpoint of a port.
+    fn remove_endpoint(&mut self, ifindex: u32) -> Result<()>;
+    /// POLICY: adds or replaces an entry.
+    fn insert_policy(&mut self, key: &PolicyKey, value: &PolicyValue) -> Result<()>;
+    /// POLICY: removes an entry.
+    fn remove_policy(&mut self, key: &PolicyKey) -> Result<()>;
+}
+
+impl MapWriter for Maps {
+    fn insert_tenant(&mut self, tenant: u32, info: &TenantInfo) -> Result<()> {
+        Ok(self.tenants.insert(tenant, info)?)
+    }
+    fn remove_tenant(&mut self, tenant: u32) -> Result<()> {
+        self.tenants.remove(tenant)?;
+        Ok(())
+    }
+    fn insert_uplink(&mut self, ifindex: u32, info: &UplinkInfo) -> Result<()> {
+        Ok(self.uplinks.insert(ifindex, info)?)
+    }
+    fn remove_uplink(&mut self, ifindex: u32) -> Result<()> {
+        self.uplinks.remove(ifindex)?;
+        Ok(())
+    }
+    fn insert_ipcache(&mut self, key: &IpcacheKey, value: &IpcacheValue) -> Result<()> {
+        Ok(self.ipcache.insert(key, value)?)
+    }
+    fn remove_ipcache(&mut self, key: &IpcacheKey) -> Result<()> {
+        self.ipcache.remove(key)?;
+        Ok(())
+    }
+    fn insert_endpoint(&mut self, ifindex: u32, endpoint: &Endpoint) -> Result<()> {
+        Ok(self.endpoints.insert(ifindex, endpoint)?)
+    }
+    fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
+        self.endpoints.remove(ifindex)?;
+        Ok(())
+    }
+    fn insert_policy(&mut self, key: &PolicyKey, value: &PolicyValue) -> Result<()> {
+        Ok(self.policy.insert(key, value)?)
+    }
+    fn remove_policy(&mut self, key: &PolicyKey) -> Result<()> {
+        self.policy.remove(key)?;
+        Ok(())
     }
 }
 
@@ -351,6 +420,19 @@ impl Capacities {
         })
     }
 
+    /// The sizes of maps created with `sizes` (the datapath makes
+    /// POLICY_RANGES as large as POLICY, and UPLINKS as large as TENANTS).
+    pub fn of_sizes(sizes: &MapSizes) -> Capacities {
+        Capacities {
+            endpoints: sizes.endpoints,
+            ipcache: sizes.ipcache,
+            policy: sizes.policy,
+            policy_ranges: Some(sizes.policy),
+            tenants: sizes.tenants,
+            uplinks: sizes.tenants,
+        }
+    }
+
     /// Fails when a map cannot hold the desired state; otherwise says which
     /// maps must remove before they add so that the peak fits.
     pub fn order(&self, desired: &MapContents, plan: &Plan) -> Result<RemovalsFirst> {
@@ -424,67 +506,67 @@ impl Capacities {
 
 /// Step 1: new and changed TENANTS, UPLINKS, IPCACHE and ENDPOINTS entries
 /// (and, for maps in `first`, their removals before).
-pub fn apply_additions(plan: &Plan, first: RemovalsFirst, maps: &mut Maps) -> Result<()> {
+pub fn apply_additions(plan: &Plan, first: RemovalsFirst, maps: &mut impl MapWriter) -> Result<()> {
     for (tenant, info) in plan.tenants.upserts() {
-        maps.tenants.insert(*tenant, info)?;
+        maps.insert_tenant(*tenant, info)?;
     }
     for (ifindex, info) in plan.uplinks.upserts() {
-        maps.uplinks.insert(*ifindex, info)?;
+        maps.insert_uplink(*ifindex, info)?;
     }
     if first.ipcache {
         for key in &plan.ipcache.removed {
-            maps.ipcache.remove(key)?;
+            maps.remove_ipcache(key)?;
         }
     }
     for (key, value) in plan.ipcache.upserts() {
-        maps.ipcache.insert(key, value)?;
+        maps.insert_ipcache(key, value)?;
     }
     if first.endpoints {
         for ifindex in &plan.endpoints.removed {
-            maps.endpoints.remove(*ifindex)?;
+            maps.remove_endpoint(*ifindex)?;
         }
     }
     for (ifindex, endpoint) in plan.endpoints.upserts() {
-        maps.endpoints.insert(*ifindex, endpoint)?;
+        maps.insert_endpoint(*ifindex, endpoint)?;
     }
     Ok(())
 }
 
 /// Step 3: POLICY upserts, then deletes (deletes first when the map is full).
-pub fn apply_policy(plan: &Plan, first: RemovalsFirst, maps: &mut Maps) -> Result<()> {
+pub fn apply_policy(plan: &Plan, first: RemovalsFirst, maps: &mut impl MapWriter) -> Result<()> {
     if first.policy {
         for key in &plan.policy.removed {
-            maps.policy.remove(key)?;
+            maps.remove_policy(key)?;
         }
     }
     for (key, value) in plan.policy.upserts() {
-        maps.policy.insert(key, value)?;
+        maps.insert_policy(key, value)?;
     }
     if !first.policy {
         for key in &plan.policy.removed {
-            maps.policy.remove(key)?;
+            maps.remove_policy(key)?;
         }
     }
     Ok(())
 }
 
 /// Step 5: ENDPOINTS, IPCACHE, UPLINKS and TENANTS entries that are gone.
-pub fn apply_removals(plan: &Plan, first: RemovalsFirst, maps: &mut Maps) -> Result<()> {
+pub fn apply_removals(plan: &Plan, first: RemovalsFirst, maps: &mut impl MapWriter) -> Result<()> {
     if !first.endpoints {
         for ifindex in &plan.endpoints.removed {
-            maps.endpoints.remove(*ifindex)?;
+            maps.remove_endpoint(*ifindex)?;
         }
     }
     if !first.ipcache {
         for key in &plan.ipcache.removed {
-            maps.ipcache.remove(key)?;
+            maps.remove_ipcache(key)?;
         }
     }
     for ifindex in &plan.uplinks.removed {
-        maps.uplinks.remove(*ifindex)?;
+        maps.remove_uplink(*ifindex)?;
     }
     for tenant in &plan.tenants.removed {
-        maps.tenants.remove(*tenant)?;
+        maps.remove_tenant(*tenant)?;
     }
     Ok(())
 }

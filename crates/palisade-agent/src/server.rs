@@ -21,7 +21,7 @@ use palisade_client::api::{
     join_identities, NodeChange, NodeMessage, ResourceRef, TenantIdentities,
 };
 use palisade_client::{Client, NodeEvent, NodeStream};
-use palisade_model::{Diagnostics, Intent, LoadOptions, Resource};
+use palisade_model::{Diagnostics, Intent, Kind, LoadOptions, Policy, PolicyName, Resource};
 use palisade_policy::Identities;
 
 use crate::config::{ServerSettings, Timing};
@@ -45,6 +45,42 @@ pub struct NodeState {
     nodes: BTreeMap<String, std::net::Ipv4Addr>,
     /// Whether `nodes` changed since [`NodeState::take_nodes`].
     nodes_changed: bool,
+    /// The intent and identities of the state, kept between messages so
+    /// that a delta of policies only patches the intent instead of
+    /// building it again from every resource; `None`: build it.
+    built: Option<(Intent, Identities)>,
+}
+
+/// The policies a delta puts and removes, while it changes nothing else.
+#[derive(Debug, Default)]
+struct PolicyChanges {
+    put: Vec<Policy>,
+    removed: Vec<PolicyName>,
+}
+
+impl PolicyChanges {
+    /// Applies them to a built intent; `false` when they do not validate
+    /// (building it again then reports why).
+    fn patch(self, intent: &mut Intent) -> bool {
+        intent.change_policies(self.put, &self.removed).is_ok()
+    }
+
+    fn put(&mut self, policy: &Policy) {
+        let name = PolicyName::of(policy);
+        self.removed.retain(|n| *n != name);
+        self.put.retain(|p| PolicyName::of(p) != name);
+        self.put.push(policy.clone());
+    }
+
+    fn remove(&mut self, reference: &ResourceRef) {
+        let name = PolicyName {
+            tenant: reference.tenant.clone().unwrap_or_default(),
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+        };
+        self.put.retain(|p| PolicyName::of(p) != name);
+        self.removed.push(name);
+    }
 }
 
 /// What a message did to a [`NodeState`].
@@ -74,24 +110,43 @@ impl NodeState {
                 self.revision = s.revision;
                 self.time = s.time;
                 self.set_nodes(s.nodes);
+                self.built = None;
                 Applied::Changed
             }
             NodeMessage::Delta(d) => {
+                // `None` once the delta changes anything but policies.
+                let mut policies = Some(PolicyChanges::default());
                 for change in d.changes {
                     match change {
                         NodeChange::Put { resource } => {
                             let resource = *resource;
+                            match (&resource.resource, &mut policies) {
+                                (Resource::Policy(p), Some(changes)) => changes.put(p),
+                                _ => policies = None,
+                            }
                             self.resources.insert(resource.reference, resource.resource);
                         }
                         NodeChange::Delete { reference } => {
+                            match (reference.kind, &mut policies) {
+                                (Kind::Policy, Some(changes)) => changes.remove(&reference),
+                                _ => policies = None,
+                            }
                             self.resources.remove(&reference);
                         }
                         NodeChange::Identities { identities } => {
                             self.identities
                                 .insert(identities.tenant.clone(), identities);
+                            policies = None;
                         }
                         NodeChange::Nodes { nodes } => self.set_nodes(nodes),
                     }
+                }
+                let patched = match (policies, &mut self.built) {
+                    (Some(changes), Some((intent, _))) => changes.patch(intent),
+                    _ => false,
+                };
+                if !patched {
+                    self.built = None;
                 }
                 self.revision = d.revision;
                 self.time = d.time;
@@ -142,7 +197,7 @@ impl NodeState {
 
     /// The agent's snapshot of the state (or why the resources do not make
     /// an intent, which the server should never let happen).
-    pub fn update(&self, opts: &LoadOptions) -> SourceUpdate {
+    pub fn update(&mut self, opts: &LoadOptions) -> SourceUpdate {
         let server = ServerRevision {
             revision: self.revision,
             committed_at: self
@@ -150,18 +205,25 @@ impl NodeState {
                 .as_deref()
                 .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
         };
-        match self.intent(opts) {
-            Ok((intent, identities)) => SourceUpdate::Snapshot(Box::new(Snapshot {
-                revision: format!(
-                    "server revision {}: {} endpoints, {} policies",
-                    self.revision,
-                    intent.endpoints.len(),
-                    intent.policies.len()
-                ),
-                intent,
-                identities: Some(identities),
-                server: Some(server),
-            })),
+        let built = match self.built.take() {
+            Some(built) => Ok(built),
+            None => self.intent(opts),
+        };
+        match built {
+            Ok((intent, identities)) => {
+                self.built = Some((intent.clone(), identities.clone()));
+                SourceUpdate::Snapshot(Box::new(Snapshot {
+                    revision: format!(
+                        "server revision {}: {} endpoints, {} policies",
+                        self.revision,
+                        intent.endpoints.len(),
+                        intent.policies.len()
+                    ),
+                    intent,
+                    identities: Some(identities),
+                    server: Some(server),
+                }))
+            }
             Err(diagnostics) => SourceUpdate::Rejected { diagnostics },
         }
     }
@@ -307,7 +369,6 @@ pub fn since(at: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use palisade_client::api::{NodeDelta, NodeResource, NodeSnapshot};
-    use palisade_model::Kind;
 
     use super::*;
 
@@ -432,5 +493,28 @@ mod tests {
         state.apply(put);
         let (intent, _) = state.intent(&LoadOptions::default()).unwrap();
         assert_eq!(intent.policies.len(), 1);
+        // Deltas of policies patch the kept intent: the same as building it.
+        let SourceUpdate::Snapshot(s) = state.update(&LoadOptions::default()) else {
+            panic!("a snapshot")
+        };
+        assert_eq!(s.intent, intent);
+
+        // A policy naming a tier nobody defined: rejected, as a rebuild says.
+        let mut bad = intent.policies[0].clone();
+        bad.tier = "nowhere".into();
+        state.apply(NodeMessage::Delta(NodeDelta {
+            revision: 14,
+            changes: vec![NodeChange::Put {
+                resource: Box::new(node_resource(Resource::Policy(bad), 14)),
+            }],
+            time: None,
+        }));
+        let SourceUpdate::Rejected { diagnostics } = state.update(&LoadOptions::default()) else {
+            panic!("rejected")
+        };
+        assert!(
+            diagnostics.to_string().contains("tier 'nowhere'"),
+            "{diagnostics}"
+        );
     }
 }

@@ -39,6 +39,10 @@ pub struct AgentStatus {
     pub bpffs_dir: PathBuf,
     /// Whether it adopted pinned maps of an earlier agent.
     pub adopted: bool,
+    /// Whether its datapath is the SIMULATION for benchmarks (recording
+    /// maps in memory): then it enforces nothing.
+    #[serde(default)]
+    pub simulated: bool,
     /// Reconciles applied since it started.
     pub reconciles: u64,
     /// The last one, if any.
@@ -73,6 +77,14 @@ pub struct ServerLinkStatus {
     pub seen_revision: u64,
     /// The server revision the agent has in the kernel.
     pub applied_revision: u64,
+    /// The server revision the latest reconcile wrote into the kernel
+    /// (`applied_revision` also moves with heartbeats, which write nothing).
+    #[serde(default)]
+    pub reconciled_revision: Option<u64>,
+    /// When that reconcile's writes ended, the revision enforced from then
+    /// on (RFC 3339, microseconds).
+    #[serde(default)]
+    pub reconciled_at: Option<String>,
 }
 
 /// One reconcile, as the status file reports it.
@@ -129,7 +141,7 @@ impl StateDir {
 
     /// Persists the allocator.
     pub fn save_allocator(&self, allocator: &IdentityAllocator) -> Result<()> {
-        write_json(&self.dir.join(IDENTITIES_FILE), allocator)
+        write_json(&self.dir.join(IDENTITIES_FILE), allocator, Durable::Yes)
     }
 
     /// The cookie table of the previous run. A damaged file only costs
@@ -149,12 +161,14 @@ impl StateDir {
     /// Persists the cookie table.
     pub fn save_cookies(&self, cookies: &BTreeMap<u32, Attribution>) -> Result<()> {
         let list: Vec<(&u32, &Attribution)> = cookies.iter().collect();
-        write_json(&self.dir.join(COOKIES_FILE), &list)
+        write_json(&self.dir.join(COOKIES_FILE), &list, Durable::Yes)
     }
 
-    /// Writes `status.json`.
+    /// Writes `status.json`. Not synced to disk: it describes the running
+    /// process, is rewritten at every change and heartbeat, and a crash
+    /// makes it stale anyway (readers check its pid).
     pub fn write_status(&self, status: &AgentStatus) -> Result<()> {
-        write_json(&self.dir.join(STATUS_FILE), status)
+        write_json(&self.dir.join(STATUS_FILE), status, Durable::No)
     }
 
     /// Removes `status.json` (the agent stopped).
@@ -189,7 +203,16 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
         })
 }
 
-fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+/// Whether a state file must be on disk before `write_json` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    /// Synced before the rename: it must survive a power loss.
+    Yes,
+    /// Left to the page cache; still replaced atomically.
+    No,
+}
+
+fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T, durable: Durable) -> Result<()> {
     let text = serde_json::to_vec_pretty(value).expect("state values serialize");
     let tmp = path.with_extension("json.tmp");
     let io = |action: &'static str, path: &Path| {
@@ -202,7 +225,10 @@ fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     };
     let mut file = fs::File::create(&tmp).map_err(io("create", &tmp))?;
     file.write_all(&text)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| match durable {
+            Durable::Yes => file.sync_all(),
+            Durable::No => Ok(()),
+        })
         .map_err(io("write", &tmp))?;
     fs::rename(&tmp, path).map_err(io("rename into place", path))
 }

@@ -230,6 +230,15 @@ pub struct ApplyResult {
 pub struct ApplyResponse {
     /// The store revision after the change (unchanged when nothing was written).
     pub revision: u64,
+    /// When the store committed the change, by the server's clock (RFC 3339,
+    /// microseconds; taken as the commit starts, so never after it); absent
+    /// when nothing was written.
+    #[serde(
+        default,
+        rename = "committedAt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub committed_at: Option<String>,
     /// One result per document, in request order.
     pub results: Vec<ApplyResult>,
 }

@@ -38,6 +38,28 @@ pub struct Intent {
     pub policies: Vec<Policy>,
 }
 
+/// What names a policy: its tenant, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyName {
+    /// The tenant.
+    pub tenant: String,
+    /// The namespace, for a namespaced policy.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl PolicyName {
+    /// The name of `p`.
+    pub fn of(p: &Policy) -> PolicyName {
+        PolicyName {
+            tenant: p.tenant.clone(),
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+        }
+    }
+}
+
 /// Names known to exist although their resources did not decode (their
 /// errors are already reported; references to them are not errors too).
 #[derive(Debug, Default)]
@@ -72,6 +94,48 @@ impl Intent {
             }))
             .collect();
         build(items, &KnownNames::default(), opts).map_err(Diagnostics)
+    }
+
+    /// Adds or replaces the policies `put` (by tenant, namespace and name)
+    /// and removes those named in `removed`, with the checks
+    /// [`Intent::from_resources`] makes of policies: unique names, and a
+    /// tenant and tier that exist. On an error nothing changes. For a
+    /// change of policies only this gives what building the whole intent
+    /// again would, without revisiting its endpoints.
+    pub fn change_policies(
+        &mut self,
+        put: Vec<Policy>,
+        removed: &[PolicyName],
+    ) -> Result<(), Diagnostics> {
+        let tenant_names: BTreeSet<&str> = self.tenants.keys().map(String::as_str).collect();
+        let tier_names: BTreeSet<&str> = self.tiers.keys().map(String::as_str).collect();
+        let mut diags = Vec::new();
+        let mut seen = BTreeSet::new();
+        for p in &put {
+            let origin = Origin::detached(format!("Policy {}", p.full_ref()));
+            if !seen.insert(PolicyName::of(p)) {
+                diags.push(origin.diagnostic(
+                    "metadata.name",
+                    format!(
+                        "duplicate Policy {}; policy names must be unique per tenant and namespace",
+                        p.full_ref()
+                    ),
+                ));
+            } else if let Some(diag) = check_policy_refs(p, &origin, &tenant_names, &tier_names) {
+                diags.push(diag);
+            }
+        }
+        if !diags.is_empty() {
+            return Err(Diagnostics(diags));
+        }
+        let gone: BTreeSet<&PolicyName> = removed.iter().collect();
+        self.policies
+            .retain(|p| !gone.contains(&PolicyName::of(p)) && !seen.contains(&PolicyName::of(p)));
+        self.policies.extend(put);
+        self.policies.sort_by(|a, b| {
+            (&a.tenant, &a.namespace, &a.name).cmp(&(&b.tenant, &b.namespace, &b.name))
+        });
+        Ok(())
     }
 
     /// The tier `name`.
@@ -323,26 +387,10 @@ pub(crate) fn build(
             continue;
         }
         seen.insert(key, origin.clone());
-        if !tenant_names.contains(p.tenant.as_str()) {
-            diags.push(unknown_tenant(&origin, &p.tenant, &tenant_names));
-            continue;
+        match check_policy_refs(&p, &origin, &tenant_names, &tier_names) {
+            Some(diag) => diags.push(diag),
+            None => valid_policies.push(p),
         }
-        if !tier_names.contains(p.tier.as_str()) {
-            let names: Vec<&str> = tier_names.iter().copied().collect();
-            let hint = did_you_mean(&p.tier, &names)
-                .map(|n| format!(" (did you mean '{n}'?)"))
-                .unwrap_or_default();
-            diags.push(origin.diagnostic(
-                "spec.tier",
-                format!(
-                    "tier '{}' has no Tier resource{hint}; define it with kind: Tier, or leave \
-                     'tier' out to use '{DEFAULT_TIER}'",
-                    p.tier
-                ),
-            ));
-            continue;
-        }
-        valid_policies.push(p);
     }
 
     if !diags.is_empty() {
@@ -358,6 +406,33 @@ pub(crate) fn build(
         endpoints: valid_endpoints,
         policies: valid_policies,
     })
+}
+
+/// Why policy `p` cannot be in an intent with these tenants and tiers.
+fn check_policy_refs(
+    p: &Policy,
+    origin: &Origin,
+    tenant_names: &BTreeSet<&str>,
+    tier_names: &BTreeSet<&str>,
+) -> Option<Diagnostic> {
+    if !tenant_names.contains(p.tenant.as_str()) {
+        return Some(unknown_tenant(origin, &p.tenant, tenant_names));
+    }
+    if !tier_names.contains(p.tier.as_str()) {
+        let names: Vec<&str> = tier_names.iter().copied().collect();
+        let hint = did_you_mean(&p.tier, &names)
+            .map(|n| format!(" (did you mean '{n}'?)"))
+            .unwrap_or_default();
+        return Some(origin.diagnostic(
+            "spec.tier",
+            format!(
+                "tier '{}' has no Tier resource{hint}; define it with kind: Tier, or leave \
+                 'tier' out to use '{DEFAULT_TIER}'",
+                p.tier
+            ),
+        ));
+    }
+    None
 }
 
 fn unknown_tenant(origin: &Origin, tenant: &str, known: &BTreeSet<&str>) -> Diagnostic {

@@ -23,7 +23,7 @@ mod syntax;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use intent::Intent;
+pub use intent::{Intent, PolicyName};
 pub use load::{
     load_paths, load_str, read_documents, resource_from_json, FileDocument, LoadOptions,
 };

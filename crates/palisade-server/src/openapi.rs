@@ -73,7 +73,7 @@ fn core_schemas() -> Value {
         "ApplyRequest": {"oneOf": [
             {"type": "array", "items": {"$ref": "#/components/schemas/Document"}},
             {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Document"}}}}]},
-        "ApplyResponse": {"type": "object", "properties": {"revision": {"type": "integer"}, "results": {"type": "array", "items": {"type": "object", "properties": {
+        "ApplyResponse": {"type": "object", "properties": {"revision": {"type": "integer"}, "committedAt": {"type": "string", "format": "date-time", "description": "when the store committed the change (absent when nothing was written)"}, "results": {"type": "array", "items": {"type": "object", "properties": {
             "kind": {"type": "string"}, "tenant": {"type": "string"}, "namespace": {"type": "string"}, "name": {"type": "string"},
             "action": {"enum": ["created", "updated", "unchanged", "deleted"]}, "resourceVersion": {"type": "integer"}}}}}},
         "ResourceList": {"type": "object", "properties": {"revision": {"type": "integer"}, "items": {"type": "array", "items": {"$ref": "#/components/schemas/Document"}}}},

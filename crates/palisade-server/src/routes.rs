@@ -582,7 +582,7 @@ pub(crate) async fn live_intent(shared: &Shared) -> Result<(Intent, u64), ApiErr
             .cache
             .parse(kv, &shared.opts)
             .map_err(ApiError::internal)?;
-        resources.push(current.resource);
+        resources.push(current.resource.clone());
     }
     let intent = Intent::from_resources(resources, Vec::new(), &shared.opts)
         .map_err(|d| ApiError::internal(format!("the stored intent does not validate: {d}")))?;

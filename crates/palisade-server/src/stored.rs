@@ -12,7 +12,7 @@
 //! | `/agents/<node>` | the node's last `NodeStatus` report |
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use palisade_client::api::{ResourceRef, TenantIdentities};
 use palisade_model::{Diagnostics, Kind, LoadOptions, Resource};
@@ -182,20 +182,22 @@ pub struct Current {
 /// version so that only changed records are parsed again.
 #[derive(Debug, Default)]
 pub struct ParseCache {
-    entries: Mutex<HashMap<String, (Revision, Current)>>,
+    entries: Mutex<HashMap<String, (Revision, Arc<Current>)>>,
 }
 
 impl ParseCache {
-    /// The current resource of a stored key-value.
-    pub fn parse(&self, kv: &KeyValue, opts: &LoadOptions) -> Result<Current, String> {
+    /// The current resource of a stored key-value, shared with the cache
+    /// (a write reads every resource: copying them all would cost more than
+    /// the write).
+    pub fn parse(&self, kv: &KeyValue, opts: &LoadOptions) -> Result<Arc<Current>, String> {
         if let Some((version, current)) = self.lock().get(&kv.key) {
             if *version == kv.mod_revision {
-                return Ok(current.clone());
+                return Ok(Arc::clone(current));
             }
         }
-        let current = parse_current(kv, opts)?;
+        let current = Arc::new(parse_current(kv, opts)?);
         self.lock()
-            .insert(kv.key.clone(), (kv.mod_revision, current.clone()));
+            .insert(kv.key.clone(), (kv.mod_revision, Arc::clone(&current)));
         Ok(current)
     }
 
@@ -204,7 +206,7 @@ impl ParseCache {
         self.lock().retain(|k, _| keep(k));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Revision, Current)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Revision, Arc<Current>)>> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -111,7 +111,7 @@ struct State {
     revision: Revision,
     allocator: IdentityAllocator,
     allocator_version: Option<Revision>,
-    resources: BTreeMap<String, Current>,
+    resources: BTreeMap<String, Arc<Current>>,
     identities: BTreeMap<String, TenantIdentities>,
 }
 
@@ -168,7 +168,7 @@ async fn try_write(
     let mut conflicts = Vec::new();
     for change in changes {
         let key = stored::resource_key(change.reference());
-        let current = state.resources.get(&key);
+        let current = state.resources.get(&key).map(|c| &**c);
         if let Some(expected) = change.expected() {
             if current.map(|c| c.version.get()) != Some(expected) {
                 conflicts.push(conflict_detail(change.reference(), expected, current));
@@ -197,6 +197,7 @@ async fn try_write(
     if actions.iter().all(|a| *a == ApplyAction::Unchanged) {
         return Ok(Attempt::Done(ApplyResponse {
             revision: state.revision.get(),
+            committed_at: None,
             results: changes
                 .iter()
                 .map(|c| ApplyResult {
@@ -333,6 +334,9 @@ async fn try_write(
         }
     }
 
+    // Stamped as the commit starts: the time after `txn` returns can trail
+    // the watchers (and agents) it has already woken.
+    let committing = std::time::SystemTime::now();
     let revision = match shared.store.txn(txn).await {
         Ok(revision) => revision,
         Err(StoreError::Conflict { key, current, .. }) => {
@@ -351,6 +355,7 @@ async fn try_write(
         }
         Err(error) => return Err(error.into()),
     };
+    let committed_at = humantime::format_rfc3339_micros(committing).to_string();
     tracing::info!(
         subject = %principal.subject,
         %revision,
@@ -377,6 +382,7 @@ async fn try_write(
         .collect();
     Ok(Attempt::Done(ApplyResponse {
         revision: revision.get(),
+        committed_at: Some(committed_at),
         results,
     }))
 }

@@ -2,7 +2,9 @@
 //! network namespace on the main thread before any other thread exists
 //! (keeping a handle on its own, where it talks to the server and serves
 //! metrics), blocks SIGINT/SIGTERM so that a dedicated thread receives them,
-//! then runs `palisade_agent::Agent` until a signal stops it.
+//! then runs `palisade_agent::Agent` until a signal stops it. With
+//! `--simulate-datapath` (benchmarks only) the agent enforces nothing: see
+//! `palisade_agent::simulation`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,6 +130,15 @@ pub struct AgentArgs {
     /// Stop the agent first.
     #[arg(long)]
     pub uninstall: bool,
+
+    /// SIMULATION FOR BENCHMARKS, ENFORCES NOTHING: do all the work (stream, compile, diff,
+    /// ordered reconcile) against maps recorded in memory instead of the kernel's; no program is
+    /// loaded or attached, no root or bpffs needed. For running many agents on one machine.
+    #[arg(
+        long = "simulate-datapath",
+        conflicts_with_all = ["uninstall", "netns", "uplinks", "underlay_address", "underlay_interface", "peers"]
+    )]
+    pub simulate_datapath: bool,
 }
 
 /// Runs `palisade agent`.
@@ -171,6 +182,7 @@ pub fn run(args: AgentArgs) -> Result<Outcome> {
         }),
     });
     config.timing.flow_aggregate = args.flow_aggregate;
+    config.simulate_datapath = args.simulate_datapath;
     config.metrics_listen = args.metrics_listen;
     if let Some(servers) = &args.server {
         let token = match (&args.token, &args.token_file) {

@@ -858,3 +858,76 @@ fn yaml_problems_have_positions() {
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("t.yaml:4:1: YAML syntax error: "), "{e:?}");
 }
+
+#[test]
+fn changing_policies_in_place_equals_building_again_and_refuses_what_loading_refuses() {
+    let base = with_acme(
+        "
+        apiVersion: palisade.dev/v1
+        kind: Endpoint
+        metadata: {name: web, tenant: acme, labels: {app: web}}
+        spec: {node: n1, ips: [10.0.0.1]}
+        ---
+        apiVersion: palisade.dev/v1
+        kind: Policy
+        metadata: {name: a, tenant: acme}
+        spec: {selector: app == 'web', ingress: [{action: allow}]}
+        ---
+        apiVersion: palisade.dev/v1
+        kind: Policy
+        metadata: {name: b, tenant: acme}
+        spec: {selector: all(), egress: [{action: deny}]}
+        ",
+    );
+    let mut intent = load(&base);
+    // "b" removed, "c" new, "a" edited: what loading that text gives.
+    let expected = load(&with_acme(
+        "
+        apiVersion: palisade.dev/v1
+        kind: Endpoint
+        metadata: {name: web, tenant: acme, labels: {app: web}}
+        spec: {node: n1, ips: [10.0.0.1]}
+        ---
+        apiVersion: palisade.dev/v1
+        kind: Policy
+        metadata: {name: a, tenant: acme}
+        spec: {selector: app == 'web', ingress: [{action: deny}]}
+        ---
+        apiVersion: palisade.dev/v1
+        kind: Policy
+        metadata: {name: c, tenant: acme}
+        spec: {selector: all()}
+        ",
+    ));
+    let policy = |intent: &palisade_model::Intent, name: &str| {
+        intent
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .clone()
+    };
+    let gone = palisade_model::PolicyName::of(&policy(&intent, "b"));
+    let put = vec![policy(&expected, "c"), policy(&expected, "a")];
+    intent.change_policies(put, &[gone]).unwrap();
+    assert_eq!(intent, expected);
+
+    // A policy naming a tier that does not exist: the error loading gives,
+    // and nothing changes.
+    let before = intent.clone();
+    let mut bad = policy(&expected, "c");
+    bad.tier = "securty".into();
+    let diags = intent.change_policies(vec![bad], &[]).unwrap_err();
+    assert!(
+        diags
+            .to_string()
+            .contains("tier 'securty' has no Tier resource"),
+        "{diags}"
+    );
+    assert_eq!(intent, before);
+    let mut stranger = policy(&expected, "c");
+    stranger.tenant = "globex".into();
+    let diags = intent.change_policies(vec![stranger], &[]).unwrap_err();
+    assert!(diags.to_string().contains("globex"), "{diags}");
+    assert_eq!(intent, before);
+}
