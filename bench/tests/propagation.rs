@@ -110,7 +110,7 @@ fn applies_are_timed_per_agent_and_a_frozen_agent_is_a_timeout() {
     let options = SeriesOptions {
         applies: 1,
         gap: Duration::ZERO,
-        timeout: Duration::from_secs(3),
+        timeout: Duration::from_secs(8),
     };
     let toggles = |k: usize| Step {
         documents: generated
