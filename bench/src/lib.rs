@@ -10,6 +10,7 @@ mod error;
 pub mod firewall;
 pub mod pps;
 pub mod propagation;
+pub mod startup;
 pub mod testbed;
 pub mod traffic;
 

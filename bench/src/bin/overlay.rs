@@ -15,14 +15,13 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use palisade_agent::{Agent, AgentConfig, OverlayConfig, PeerSpec, Underlay, UplinkSpec};
 use palisade_bench::firewall::{palisade_rules, unused_pairs};
+use palisade_bench::startup::{init_logging, serve_if_responder, SERVE_COMMAND};
 use palisade_bench::testbed::{down_orphans, lab_name, FLOW_PORT};
 use palisade_bench::traffic::{self, Flow, Window};
 use palisade_lab::{Lab, LabOptions, Place};
 use palisade_model::{load_str, LoadOptions, Protocol};
 use serde::Serialize;
 
-/// First argument that makes this binary a lab responder instead.
-const SERVE_COMMAND: &str = "lab-serve";
 /// Prefix of the benchmark's lab names.
 const LAB_PREFIX: &str = "ovbench";
 /// The TCP port iperf3 listens on.
@@ -65,25 +64,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let rest: Vec<OsString> = std::env::args_os().skip(1).collect();
-    if rest.first().is_some_and(|a| a == SERVE_COMMAND) {
-        // Before any other thread: the responder enters its namespace on this one.
-        let args = rest[1..].iter().map(|a| a.to_string_lossy().into_owned());
-        return match palisade_lab::responder::serve_main(args) {
-            Ok(never) => match never {},
-            Err(e) => {
-                eprintln!("overlay {SERVE_COMMAND}: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Some(code) = serve_if_responder("overlay") {
+        return code;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,overlay=info".into()),
-        )
-        .init();
+    init_logging("warn,overlay=info");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,7 +2,6 @@
 //! (none, iptables, nftables, palisade), measured in one run; prints a table
 //! or JSON. Needs root. See bench/README.md, "Packets per second".
 
-use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,11 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use palisade_bench::firewall::Firewall;
 use palisade_bench::pps::{self, Options};
+use palisade_bench::startup::{init_logging, serve_if_responder, SERVE_COMMAND};
 use palisade_bench::traffic::Window;
-
-/// First argument that makes this binary a lab responder instead (the lab
-/// starts the world's responder with it).
-const SERVE_COMMAND: &str = "lab-serve";
 
 /// Packets per second between two lab endpoints, through each firewall.
 #[derive(Debug, Parser)]
@@ -42,28 +38,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let mut argv = std::env::args_os();
-    let _program = argv.next();
-    let rest: Vec<OsString> = argv.collect();
-    if rest.first().is_some_and(|a| a == SERVE_COMMAND) {
-        // Before any other thread: the responder enters its namespace on this one.
-        let args = rest[1..].iter().map(|a| a.to_string_lossy().into_owned());
-        return match palisade_lab::responder::serve_main(args) {
-            Ok(never) => match never {},
-            Err(e) => {
-                eprintln!("pps {SERVE_COMMAND}: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Some(code) = serve_if_responder("pps") {
+        return code;
     }
-
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,palisade_bench=info".into()),
-        )
-        .init();
+    init_logging("warn,palisade_bench=info");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

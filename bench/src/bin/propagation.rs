@@ -25,6 +25,7 @@ use palisade_bench::propagation::{
     generate, palisade_binary, pause, percentile, run_series, toggle_document, wait_reconciled,
     AgentKind, AgentProcess, Applier, Memory, Scale, Series, SeriesOptions, Server, Step,
 };
+use palisade_bench::startup::init_logging;
 use palisade_bench::testbed::{down_orphans, lab_name};
 use palisade_lab::{agent_bpffs_dir, Lab, LabOptions, Place};
 use palisade_model::{LoadOptions, Protocol};
@@ -72,13 +73,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,propagation=info".into()),
-        )
-        .init();
+    init_logging("warn,propagation=info");
     let args = Args::parse();
     // Ctrl-C and SIGTERM raise `stop` (every thread starts with them
     // blocked), so that the guards take the lab and the processes down.
@@ -139,31 +134,10 @@ fn three_tier() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-tier")
 }
 
-/// The flags of a real agent on `node` of `lab`: its namespace, pins,
-/// overlay, uplinks, flow log and metrics.
+/// The flags of a real agent on `node` of `lab`: its place in the lab
+/// (namespace, overlay, uplinks), pins, flow log and metrics.
 fn real_agent_flags(lab: &Lab, node: &str, work: &Path) -> Vec<String> {
-    let mut flags = Vec::new();
-    for other in lab.nodes() {
-        if other.name == node {
-            flags.extend([
-                "--netns".into(),
-                other.netns.clone(),
-                "--underlay-address".into(),
-                other.underlay_address.to_string(),
-            ]);
-        } else {
-            flags.extend([
-                "--peer".into(),
-                format!("{}={}", other.name, other.underlay_address),
-            ]);
-        }
-    }
-    for uplink in lab.uplinks(node) {
-        flags.extend([
-            "--uplink".into(),
-            format!("{}={}@{}", uplink.tenant, uplink.ifname, uplink.nexthop),
-        ]);
-    }
+    let mut flags = lab.agent_node_args(node);
     let bpffs = agent_bpffs_dir(lab.name(), node);
     let flow_log = work.join("agents").join(node).join("flows.jsonl");
     flags.extend([

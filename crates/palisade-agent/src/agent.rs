@@ -308,7 +308,10 @@ struct Enforcer {
     notes: Vec<String>,
     /// After a failed reconcile: when to try again, and the wait after that.
     retry: Option<(Instant, Duration)>,
-    saved_cookies: Option<Arc<std::collections::BTreeMap<u32, palisade_policy::Attribution>>>,
+    /// The cookie table of the last reconcile, shared with the event
+    /// names (copied only when it changes), and whether it is on disk.
+    cookies: Arc<std::collections::BTreeMap<u32, palisade_policy::Attribution>>,
+    cookies_saved: bool,
     metrics: Metrics,
     /// With a control plane: what goes back to it, and the link's state.
     reports: Option<Reports>,
@@ -403,7 +406,8 @@ impl Enforcer {
             status,
             notes: Vec::new(),
             retry: None,
-            saved_cookies: None,
+            cookies: Arc::default(),
+            cookies_saved: false,
             metrics,
             reports,
             link,
@@ -912,17 +916,17 @@ impl Enforcer {
         };
 
         let compiled = self.compiled.as_ref().expect("checked above");
-        if let Ok(mut names) = self.names.write() {
-            names.update(
-                &compiled.intent,
-                &compiled.identities,
-                &Arc::new(compiled.tables.cookies().clone()),
-            );
-        }
         let cookies = compiled.tables.cookies();
-        if self.saved_cookies.as_deref() != Some(cookies) {
-            match self.state.save_cookies(cookies) {
-                Ok(()) => self.saved_cookies = Some(Arc::new(cookies.clone())),
+        if *self.cookies != *cookies {
+            self.cookies = Arc::new(cookies.clone());
+            self.cookies_saved = false;
+        }
+        if let Ok(mut names) = self.names.write() {
+            names.update(&compiled.intent, &compiled.identities, &self.cookies);
+        }
+        if !self.cookies_saved {
+            match self.state.save_cookies(&self.cookies) {
+                Ok(()) => self.cookies_saved = true,
                 Err(e) => tracing::warn!(error = %e, "cannot save the cookie table"),
             }
         }

@@ -323,6 +323,43 @@ impl Lab {
             .collect()
     }
 
+    /// The `palisade agent` flags that place an agent on `node` of this lab:
+    /// `--netns`, the overlay's ([`Lab::overlay_args`]) and its `--uplink`s.
+    pub fn agent_node_args(&self, node: &str) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(info) = self.nodes().iter().find(|n| n.name == node) {
+            args.extend(["--netns".to_string(), info.netns.clone()]);
+        }
+        args.extend(self.overlay_args(node));
+        for uplink in self.uplinks(node) {
+            args.extend([
+                "--uplink".to_string(),
+                format!("{}={}@{}", uplink.tenant, uplink.ifname, uplink.nexthop),
+            ]);
+        }
+        args
+    }
+
+    /// The overlay flags of `palisade agent` on `node`: its
+    /// `--underlay-address`, and every other node of the lab as `--peer`.
+    pub fn overlay_args(&self, node: &str) -> Vec<String> {
+        let mut args = Vec::new();
+        for other in self.nodes() {
+            if other.name == node {
+                args.extend([
+                    "--underlay-address".to_string(),
+                    other.underlay_address.to_string(),
+                ]);
+            } else {
+                args.extend([
+                    "--peer".to_string(),
+                    format!("{}={}", other.name, other.underlay_address),
+                ]);
+            }
+        }
+        args
+    }
+
     /// The uplinks of `node`: per tenant, the interface toward its world and
     /// the next hop there. Empty for an unknown node.
     pub fn uplinks(&self, node: &str) -> Vec<Uplink> {

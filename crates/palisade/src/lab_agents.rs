@@ -152,19 +152,7 @@ pub fn agent_args(lab: &Lab, node: &str, policy_paths: &[PathBuf]) -> Vec<String
 /// The arguments of `palisade agent` for `node` of `lab` following `source`.
 pub fn agent_args_for(lab: &Lab, node: &str, source: &AgentSource) -> Vec<String> {
     let files = AgentFiles::of(lab.name(), node);
-    let netns = lab
-        .nodes()
-        .iter()
-        .find(|n| n.name == node)
-        .map(|n| n.netns.clone())
-        .unwrap_or_default();
-    let mut args = vec![
-        "agent".to_string(),
-        "--node".into(),
-        node.to_string(),
-        "--netns".into(),
-        netns,
-    ];
+    let mut args = vec!["agent".to_string(), "--node".into(), node.to_string()];
     match source {
         AgentSource::Files(paths) => {
             for path in paths {
@@ -179,23 +167,7 @@ pub fn agent_args_for(lab: &Lab, node: &str, source: &AgentSource) -> Vec<String
     }
     args.push("--bpffs".into());
     args.push(files.bpffs.display().to_string());
-    // The overlay: this node's underlay address, and every other node's.
-    for other in lab.nodes() {
-        if other.name == node {
-            args.push("--underlay-address".into());
-            args.push(other.underlay_address.to_string());
-        } else {
-            args.push("--peer".into());
-            args.push(format!("{}={}", other.name, other.underlay_address));
-        }
-    }
-    for uplink in lab.uplinks(node) {
-        args.push("--uplink".into());
-        args.push(format!(
-            "{}={}@{}",
-            uplink.tenant, uplink.ifname, uplink.nexthop
-        ));
-    }
+    args.extend(lab.agent_node_args(node));
     args.push("--flow-log".into());
     args.push(files.flow_log.display().to_string());
     args.push("--state-dir".into());

@@ -227,21 +227,6 @@ pub fn node_names(lab: &TestLab) -> Vec<String> {
     lab.lab.nodes().iter().map(|n| n.name.clone()).collect()
 }
 
-/// `--underlay-address` of `node` and `--peer` of every other node of the lab.
-pub fn overlay_args(lab: &TestLab, node: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    for other in lab.lab.nodes() {
-        if other.name == node {
-            args.push("--underlay-address".into());
-            args.push(other.underlay_address.to_string());
-        } else {
-            args.push("--peer".into());
-            args.push(format!("{}={}", other.name, other.underlay_address));
-        }
-    }
-    args
-}
-
 /// One `palisade agent --server` per node of a lab.
 pub struct ServerAgents {
     agents: Vec<ServerAgent>,
@@ -255,7 +240,7 @@ impl ServerAgents {
             agents: node_names(lab)
                 .iter()
                 .map(|node| {
-                    let mut args = overlay_args(lab, node);
+                    let mut args = lab.lab.overlay_args(node);
                     args.extend(extra.iter().map(|s| s.to_string()));
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
                     ServerAgent::start(lab, node, url, &args)
