@@ -331,13 +331,22 @@ impl Lab {
             args.extend(["--netns".to_string(), info.netns.clone()]);
         }
         args.extend(self.overlay_args(node));
-        for uplink in self.uplinks(node) {
-            args.extend([
-                "--uplink".to_string(),
-                format!("{}={}@{}", uplink.tenant, uplink.ifname, uplink.nexthop),
-            ]);
-        }
+        args.extend(self.uplink_args(node));
         args
+    }
+
+    /// The `--uplink` flags of `palisade agent` on `node`, one per tenant
+    /// with a world there.
+    pub fn uplink_args(&self, node: &str) -> Vec<String> {
+        self.uplinks(node)
+            .into_iter()
+            .flat_map(|u| {
+                [
+                    "--uplink".to_string(),
+                    format!("{}={}@{}", u.tenant, u.ifname, u.nexthop),
+                ]
+            })
+            .collect()
     }
 
     /// The overlay flags of `palisade agent` on `node`: its

@@ -152,7 +152,19 @@ pub fn agent_args(lab: &Lab, node: &str, policy_paths: &[PathBuf]) -> Vec<String
 /// The arguments of `palisade agent` for `node` of `lab` following `source`.
 pub fn agent_args_for(lab: &Lab, node: &str, source: &AgentSource) -> Vec<String> {
     let files = AgentFiles::of(lab.name(), node);
-    let mut args = vec!["agent".to_string(), "--node".into(), node.to_string()];
+    let netns = lab
+        .nodes()
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.netns.clone())
+        .unwrap_or_default();
+    let mut args = vec![
+        "agent".to_string(),
+        "--node".into(),
+        node.to_string(),
+        "--netns".into(),
+        netns,
+    ];
     match source {
         AgentSource::Files(paths) => {
             for path in paths {
@@ -167,7 +179,8 @@ pub fn agent_args_for(lab: &Lab, node: &str, source: &AgentSource) -> Vec<String
     }
     args.push("--bpffs".into());
     args.push(files.bpffs.display().to_string());
-    args.extend(lab.agent_node_args(node));
+    args.extend(lab.overlay_args(node));
+    args.extend(lab.uplink_args(node));
     args.push("--flow-log".into());
     args.push(files.flow_log.display().to_string());
     args.push("--state-dir".into());

@@ -326,13 +326,7 @@ impl ServerAgent {
             "--metrics-listen".into(),
             "127.0.0.1:0".into(),
         ];
-        for uplink in lab.lab.uplinks(node) {
-            args.push("--uplink".into());
-            args.push(format!(
-                "{}={}@{}",
-                uplink.tenant, uplink.ifname, uplink.nexthop
-            ));
-        }
+        args.extend(lab.lab.uplink_args(node));
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = fs::File::create(work.path().join("agent.log")).unwrap();
         let child = Command::new(palisade())

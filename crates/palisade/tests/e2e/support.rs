@@ -266,13 +266,7 @@ impl AgentProcess {
             "--flow-log".into(),
             work.path().join("flows.jsonl").display().to_string(),
         ];
-        for uplink in lab.lab.uplinks(node) {
-            args.push("--uplink".into());
-            args.push(format!(
-                "{}={}@{}",
-                uplink.tenant, uplink.ifname, uplink.nexthop
-            ));
-        }
+        args.extend(lab.lab.uplink_args(node));
         // The overlay between the lab's nodes, as `lab agents up` sets it up
         // (a one-node lab needs none: its tests count the node's hooks).
         if lab.lab.nodes().len() > 1 {
